@@ -1,0 +1,1 @@
+"""Subcommands of the ``selfsynth`` CLI, one module each (see ``selfsynth.cli``)."""

