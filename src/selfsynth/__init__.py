@@ -7,14 +7,14 @@ Importing the package registers the embedded model's custom vision tower with tr
 
 from __future__ import annotations
 
+import contextlib
+
 __version__ = "0.1.0"
 
 
 def _register_models() -> None:
-    try:
+    with contextlib.suppress(ImportError):  # transformers missing: nothing to register
         from selfsynth.models import tower  # noqa: F401  (registration side effect)
-    except ImportError:  # models not built yet or transformers missing: nothing to register
-        pass
 
 
 _register_models()

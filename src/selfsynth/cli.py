@@ -18,7 +18,21 @@ from selfsynth import __version__
 from selfsynth.errors import SelfsynthError
 
 # Order is the order shown in --help.
-COMMANDS = ("demo", "run", "status", "world", "data", "base", "env")
+COMMANDS = (
+    "demo",
+    "run",
+    "status",
+    "report",
+    "compare",
+    "world",
+    "data",
+    "base",
+    "concepts",
+    "eval",
+    "chat",
+    "serve",
+    "env",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -62,7 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"selfsynth: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print("selfsynth: interrupted; finished work is kept, rerun with --resume to continue", file=sys.stderr)
+        print(
+            "selfsynth: interrupted; finished work is kept, rerun with --resume to continue", file=sys.stderr
+        )
         return 130
 
 

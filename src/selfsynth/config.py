@@ -22,8 +22,19 @@ from selfsynth.errors import ConfigError
 
 T = TypeVar("T")
 
-DATA_FORMATS = ("world", "finer", "cub", "dogs", "aircraft", "pld", "ham10000", "chest_xray", "imagefolder",
-                "jsonl", "csv")
+DATA_FORMATS = (
+    "world",
+    "finer",
+    "cub",
+    "dogs",
+    "aircraft",
+    "pld",
+    "ham10000",
+    "chest_xray",
+    "imagefolder",
+    "jsonl",
+    "csv",
+)
 DATASET_KINDS = ("birds", "dogs", "aircraft", "leaves", "dermoscopy", "chest_xray", "generic")
 METHODS = ("ours", "nl", "lge", "nofilter")
 
@@ -129,6 +140,9 @@ class FinetuneConfig:
     max_grad_norm: float = 1.0
     augment: bool = True  # light image augmentation (flip, small crop, colour jitter)
     general_mix: float = 1.0  # general instruction pairs per domain pair (paper: 1:1)
+    general_data: str = (
+        ""  # JSONL {image, question, answer} of general pairs; the world uses its own captions/VQA
+    )
     max_length: int = 512
 
 
@@ -199,7 +213,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin is list:
         (inner,) = typing.get_args(tp)
         if isinstance(value, str):
-            value = yaml.safe_load(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
+            value = (
+                yaml.safe_load(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
+            )
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         return [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
@@ -309,10 +325,14 @@ def validate(cfg: RunConfig, *, require: typing.Sequence[str] = _REQUIRED) -> Ru
     for key, choices in _CHOICES.items():
         value = _get(cfg, key)
         if value not in choices:
-            raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}{_did_you_mean(str(value), choices)}")
+            raise ConfigError(
+                f"{key}={value!r} is not one of {', '.join(choices)}{_did_you_mean(str(value), choices)}"
+            )
     for key in require:
         if not _get(cfg, key):
-            raise ConfigError(f"{key} is required: set it in the YAML file or pass {key}=... on the command line")
+            raise ConfigError(
+                f"{key} is required: set it in the YAML file or pass {key}=... on the command line"
+            )
     if cfg.rounds < 1:
         raise ConfigError(f"rounds must be >= 1, got {cfg.rounds}")
     if cfg.select.min_keep < 1:
@@ -322,8 +342,12 @@ def validate(cfg: RunConfig, *, require: typing.Sequence[str] = _REQUIRED) -> Ru
     return cfg
 
 
-def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = (), *,
-                require: typing.Sequence[str] = _REQUIRED) -> RunConfig:
+def load_config(
+    path: str | Path | None = None,
+    overrides: typing.Sequence[str] = (),
+    *,
+    require: typing.Sequence[str] = _REQUIRED,
+) -> RunConfig:
     """Defaults < YAML file < ``key=value`` overrides, strictly checked."""
     data = read_yaml(path) if path else {}
     data = merge(data, parse_overrides(overrides))

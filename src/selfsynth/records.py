@@ -25,7 +25,9 @@ class Example:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Example:
-        return cls(id=str(d["id"]), image=d["image"], label=d["label"], split=d["split"], meta=d.get("meta", {}))
+        return cls(
+            id=str(d["id"]), image=d["image"], label=d["label"], split=d["split"], meta=d.get("meta", {})
+        )
 
 
 @dataclass
@@ -45,5 +47,8 @@ class QA:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> QA:
-        return cls(**{k: d[k] for k in ("id", "image", "question", "answer", "label")},
-                   kind=d.get("kind", "explain"), meta=d.get("meta", {}))
+        return cls(
+            **{k: d[k] for k in ("id", "image", "question", "answer", "label")},
+            kind=d.get("kind", "explain"),
+            meta=d.get("meta", {}),
+        )

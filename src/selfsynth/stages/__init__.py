@@ -1,0 +1,1 @@
+"""Stages of the loop: describe, select, synthesize, finetune, sample, evaluate."""

@@ -1,0 +1,85 @@
+"""What every stage is handed: the settings, the run directory, the data, and lazily loaded models.
+
+Stages never read argv or globals; they take a ``Context`` and write into their own folder.
+Only one VLM is kept in memory at a time, because on a 7B model two copies do not fit.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from selfsynth.config import RunConfig
+from selfsynth.prompts import NOUNS, PromptPools, pools_for
+from selfsynth.records import Example
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Context:
+    cfg: RunConfig
+    run_dir: Path
+    train: list[Example]
+    test: list[Example]
+    labels: list[str]
+    progress: bool = True
+    pools: PromptPools = field(init=False)
+    _vlm: Any = field(default=None, init=False, repr=False)
+    _vlm_path: str = field(default="", init=False, repr=False)
+    _encoder: Any = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.pools = pools_for(self.cfg.data.kind)
+
+    @property
+    def noun(self) -> str:
+        return NOUNS[self.cfg.data.kind][0]
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.run_dir / "cache"
+
+    def vlm(self, path: str | Path):
+        """The VLM at ``path``, loading it (and dropping any other) on first use."""
+        path = str(path)
+        if self._vlm is not None and self._vlm_path == path:
+            return self._vlm
+        self.release_vlm()
+        from selfsynth.models.vlm import VLM
+
+        log.info("loading VLM from %s", path)
+        self._vlm = VLM.load(
+            path,
+            dtype=self.cfg.model.dtype,
+            device=self.cfg.model.device,
+            feature_cache=self.cfg.model.feature_cache,
+        )
+        self._vlm_path = path
+        return self._vlm
+
+    def release_vlm(self) -> None:
+        if self._vlm is not None:
+            self._vlm = None
+            self._vlm_path = ""
+            gc.collect()
+            try:
+                import torch
+
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            except ImportError:
+                pass
+
+    def encoder(self):
+        if self._encoder is None:
+            from selfsynth.models.embed import TextEncoder
+
+            e = self.cfg.embed
+            self._encoder = TextEncoder(
+                e.path, cache_dir=self.cache_dir / "embed", batch_size=e.batch_size, max_length=e.max_length
+            )
+        return self._encoder

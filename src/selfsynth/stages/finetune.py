@@ -1,0 +1,83 @@
+"""Stage ``finetune``: LoRA SFT of this round's data on the previous round's merged model, then merge.
+
+Each round trains a NEW LoRA on the previous round's merged model (data is regenerated each round,
+not accumulated). Domain pairs are mixed with general pairs (paper: 1:1) so the model keeps its
+general ability; on the embedded world the general pairs are the world's captions and generic VQA.
+The merged model of round r is ``round_r/finetune/merged/``: a plain transformers checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import asdict
+from pathlib import Path
+
+from selfsynth.io import iter_jsonl, write_jsonl
+from selfsynth.prompts import vqa_answer, vqa_prompt
+from selfsynth.records import QA
+from selfsynth.runs import Stage, stage_fp
+from selfsynth.stages.context import Context
+
+log = logging.getLogger(__name__)
+
+
+def general_pairs(ctx: Context) -> list[QA]:
+    """General (non-domain) pairs for the training images: world captions + VQA, or a user JSONL."""
+    cfg = ctx.cfg
+    ids = {e.id for e in ctx.train}
+    images = {str(Path(e.image).resolve()) for e in ctx.train}
+    out: list[QA] = []
+    if cfg.finetune.general_data:
+        path = Path(cfg.finetune.general_data)
+        for n, r in iter_jsonl(path):
+            image = Path(r["image"])
+            image = image if image.is_absolute() else path.parent / image
+            out.append(QA(f"general:{n}", str(image), r["question"], r["answer"], "", "general"))
+        return out
+    if cfg.data.format != "world":
+        return out
+    root = Path(cfg.data.root)
+    if (root / "captions.jsonl").is_file():
+        for _, r in iter_jsonl(root / "captions.jsonl"):
+            if r["id"] in ids:
+                for j, cap in enumerate(r["captions"]):
+                    q = ctx.pools.describe[j % len(ctx.pools.describe)]
+                    out.append(QA(f"cap:{r['id']}#{j}", str(root / r["image"]), q, cap, "", "general"))
+    if (root / "vqa.jsonl").is_file():
+        for n, r in iter_jsonl(root / "vqa.jsonl"):
+            if str((root / r["image"]).resolve()) in images:
+                out.append(
+                    QA(
+                        f"vqa:{n}",
+                        str(root / r["image"]),
+                        vqa_prompt(r["question"], r["options"]),
+                        vqa_answer(r["answer"], r["options"]),
+                        "",
+                        "general",
+                    )
+                )
+    return out
+
+
+def run_finetune(ctx: Context, rnd: int, base_path: str, pairs: list[QA], *inputs_fp: str) -> tuple[str, str]:
+    """Train this round's LoRA; returns the merged model directory and the stage fingerprint."""
+    cfg = ctx.cfg.finetune
+    fp = stage_fp({**asdict(cfg), "seed": ctx.cfg.seed, "round": rnd, "base": base_path}, *inputs_fp)
+    stage = Stage(ctx.run_dir, f"round_{rnd}/finetune", fp)
+    merged = stage.dir / "merged"
+    if stage.done() and merged.is_dir():
+        return str(merged), fp
+    stage.begin()
+    rng = random.Random(ctx.cfg.seed * 1000 + rnd)
+    general = general_pairs(ctx)
+    n_general = min(len(general), round(cfg.general_mix * len(pairs)))
+    mixed = list(pairs) + rng.sample(general, n_general)
+    rng.shuffle(mixed)
+    write_jsonl(stage.dir / "train.jsonl", [q.to_dict() for q in mixed])
+    vlm = ctx.vlm(base_path)
+    info = vlm.train_lora(mixed, cfg, stage.dir, seed=ctx.cfg.seed + rnd, progress=ctx.progress)
+    vlm.merge(stage.dir / "adapter", merged)
+    ctx.release_vlm()  # the in-memory model now carries adapters; never reuse it
+    stage.finish(domain_pairs=len(pairs), general_pairs=n_general, **info)
+    return str(merged), fp

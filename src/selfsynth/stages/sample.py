@@ -1,0 +1,154 @@
+"""Stage ``sample`` (rounds 2..R): contrastive rejection sampling of the tuned model's own answers.
+
+The previous round's model answers explain / chain-of-thought questions about each training image
+with no label and no concepts in the prompt. Every candidate is scored against the image's Z*
+with ``rs_score`` (method.md step 6); per question the best candidate that names the right label
+(filter, then argmax) becomes training data. Negatives are a setting: ``class_rest`` (Z_c minus
+Z*, the poster), ``all_rest`` or ``all`` (the reference code's bug, for ablation). When no
+candidate names the label, ``fallback=label`` stores ("what is this?", "This is an image of
+{label}.") and ``fallback=drop`` drops the question. ``method=nofilter`` keeps the first sample of
+each question as is (the no-filtering ablation).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from selfsynth.records import QA, Example
+from selfsynth.runs import Stage, chunk_seed, stage_fp
+from selfsynth.stages.context import Context
+from selfsynth.stages.contrastive import negatives, rs_score, rs_scores
+from selfsynth.stages.synthesize import draw_questions, label_only
+from selfsynth.text import names_label
+
+__all__ = ["rs_score", "rs_scores", "run_sample", "FALLBACK_QUESTION"]
+log = logging.getLogger(__name__)
+FALLBACK_QUESTION = "What is this?"
+
+
+def run_sample(
+    ctx: Context,
+    rnd: int,
+    model_path: str,
+    selected: dict[str, list[str]],
+    bank: dict[str, list[str]],
+    *inputs_fp: str,
+) -> tuple[list[QA], str]:
+    cfg = ctx.cfg.sample
+    method = ctx.cfg.method
+    fp = stage_fp(
+        {**asdict(cfg), "method": method, "seed": ctx.cfg.seed, "tau": ctx.cfg.select.tau, "round": rnd},
+        *inputs_fp,
+    )
+    stage = Stage(ctx.run_dir, f"round_{rnd}/sample", fp)
+    done = stage.done()
+    if not done:
+        stage.begin()
+    enc = ctx.encoder() if method != "nofilter" else None
+    tau = ctx.cfg.select.tau
+
+    def work(c: int, chunk: Sequence[Example]) -> list[dict[str, Any]]:
+        rng = random.Random(chunk_seed(ctx.cfg.seed, f"sample-{rnd}", c))
+        asks = [
+            (e, kind, q)
+            for e in chunk
+            for kind, q in draw_questions(ctx, rng, cfg.questions, kinds=("explain", "cot"))
+        ]
+        outs = ctx.vlm(model_path).generate(
+            [e.image for e, _, _ in asks],
+            [q for _, _, q in asks],
+            n=cfg.samples,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            max_new_tokens=cfg.max_new_tokens,
+            seed=chunk_seed(ctx.cfg.seed, f"sample-gen-{rnd}", c),
+            batch_size=cfg.batch_size,
+        )
+        cand_lists = [[t.strip() for t in o] for o in outs]
+        vec: dict[str, np.ndarray] = {}
+        if enc is not None:  # one encoder call per chunk: candidates, Z* and negatives together
+            negs = {e.id: negatives(cfg.negatives, e.label, selected[e.id], bank) for e in chunk}
+            texts = sorted(
+                {t for cl in cand_lists for t in cl}
+                | {z for e in chunk for z in selected[e.id]}
+                | {n for v in negs.values() for n in v}
+            )
+            vec = dict(zip(texts, enc.encode(texts), strict=True))
+        rows = []
+        for i, ((e, kind, q), cands) in enumerate(zip(asks, cand_lists, strict=True)):
+            ok = [names_label(t, e.label, ctx.labels) for t in cands]
+            scores = [0.0] * len(cands)
+            if enc is not None:
+                pos = np.stack([vec[z] for z in selected[e.id]])
+                neg = (
+                    np.stack([vec[n] for n in negs[e.id]])
+                    if negs[e.id]
+                    else np.zeros((0, pos.shape[1]), np.float32)
+                )
+                scores = [float(s) for s in rs_scores(np.stack([vec[t] for t in cands]), pos, neg, tau)]
+            rows.append(
+                {
+                    "id": f"{e.id}#{i}",
+                    "image_id": e.id,
+                    "image": e.image,
+                    "label": e.label,
+                    "kind": kind,
+                    "question": q,
+                    "candidates": cands,
+                    "names_label": ok,
+                    "scores": scores,
+                }
+            )
+        return rows
+
+    rows = stage.chunks(
+        ctx.train, ctx.cfg.chunk_size, work, desc=f"sample r{rnd}", progress=ctx.progress and not done
+    )
+    accepted = accept(rows, method, cfg.fallback)
+    if not done:
+        from selfsynth.io import write_jsonl
+
+        write_jsonl(stage.dir / "accepted.jsonl", [a.to_dict() for a in accepted])
+        n_fb = sum(a.kind == "fallback" for a in accepted)
+        stage.finish(
+            questions=len(rows),
+            accepted=len(accepted) - n_fb,
+            fallback=n_fb,
+            candidates=sum(len(r["candidates"]) for r in rows),
+            label_rate=round(float(np.mean([x for r in rows for x in r["names_label"]] or [0])), 4),
+        )
+    return accepted, fp
+
+
+def accept(rows: list[dict[str, Any]], method: str, fallback: str) -> list[QA]:
+    """Per question: filter candidates naming the label, then take the highest score."""
+    out: list[QA] = []
+    for r in rows:
+        if method == "nofilter":
+            out.append(QA(r["id"], r["image"], r["question"], r["candidates"][0], r["label"], r["kind"]))
+            continue
+        good = [j for j, ok in enumerate(r["names_label"]) if ok]
+        if good:
+            best = max(good, key=lambda j: (r["scores"][j], -j))
+            out.append(
+                QA(
+                    r["id"],
+                    r["image"],
+                    r["question"],
+                    r["candidates"][best],
+                    r["label"],
+                    r["kind"],
+                    meta={"score": r["scores"][best]},
+                )
+            )
+        elif fallback == "label":
+            out.append(
+                QA(r["id"], r["image"], FALLBACK_QUESTION, label_only(r["label"]), r["label"], "fallback")
+            )
+    return out

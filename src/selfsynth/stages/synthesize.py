@@ -1,0 +1,113 @@
+"""Stage ``synthesize`` (round 1): answers written by the base model when it is told the label and Z*.
+
+The model sees the image plus "This is a picture of a {label} with the following visual features:
+... Use this information to answer: {question}". Answers that do not name the label (strictly:
+first affirmative class mention) are dropped. The stored training pair is (image, bare question)
+-> answer, so the tuned model must answer from the image alone. Each prompt is built next to its
+own image (the reference paired prompts with the wrong images inside a batch).
+
+Baselines use the same stage: ``nl`` answers "This is an image of {label}." without generation;
+``lge`` shows all of Z_c instead of the image's Z* (a class-level explanation).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+from selfsynth.prompts import concept_prompt
+from selfsynth.records import QA, Example
+from selfsynth.runs import Stage, chunk_seed, stage_fp
+from selfsynth.stages.context import Context
+from selfsynth.text import names_label
+
+log = logging.getLogger(__name__)
+KINDS = ("simple", "explain", "cot")
+
+
+def draw_questions(
+    ctx: Context,
+    rng: random.Random,
+    n: int,
+    kinds: Sequence[str] = KINDS,
+    weights: Sequence[float] | None = None,
+) -> list[tuple[str, str]]:
+    """``n`` (kind, question) pairs, distinct where the pools allow."""
+    pool = [(k, q) for k in kinds for q in ctx.pools.by_kind(k)]
+    w = [weights[KINDS.index(k)] if weights else 1.0 for k, _ in pool]
+    w = [x / len(ctx.pools.by_kind(k)) for x, (k, _) in zip(w, pool, strict=True)]
+    out: list[tuple[str, str]] = []
+    while len(out) < n:
+        left = [(p, x) for p, x in zip(pool, w, strict=True) if p not in out] or list(
+            zip(pool, w, strict=True)
+        )
+        items, ws = zip(*left, strict=True)
+        out.append(rng.choices(items, weights=ws, k=1)[0])
+    return out
+
+
+def label_only(label: str) -> str:
+    return f"This is an image of {label}."
+
+
+def run_synthesize(
+    ctx: Context, model_path: str, selected: dict[str, list[str]], bank: dict[str, list[str]], *inputs_fp: str
+) -> tuple[list[QA], str]:
+    cfg = ctx.cfg.synthesize
+    method = ctx.cfg.method
+    fp = stage_fp({**asdict(cfg), "method": method, "seed": ctx.cfg.seed}, *inputs_fp)
+    stage = Stage(ctx.run_dir, "round_1/synthesize", fp)
+    done = stage.done()
+    if not done:
+        stage.begin()
+
+    def work(c: int, chunk: Sequence[Example]) -> list[dict[str, Any]]:
+        rng = random.Random(chunk_seed(ctx.cfg.seed, "synthesize", c))
+        asks = [
+            (e, kind, q)
+            for e in chunk
+            for kind, q in draw_questions(ctx, rng, cfg.questions, weights=cfg.pool_weights)
+        ]
+        if method == "nl":
+            return [
+                QA(f"{e.id}#{i}", e.image, q, label_only(e.label), e.label, kind).to_dict()
+                for i, (e, kind, q) in enumerate(asks)
+            ]
+        concepts = {e.id: (bank[e.label] if method == "lge" else selected[e.id]) for e in chunk}
+        prompts = [concept_prompt(e.label, concepts[e.id], q, ctx.noun) for e, _, q in asks]
+        outs = ctx.vlm(model_path).generate(
+            [e.image for e, _, _ in asks],
+            prompts,
+            n=1,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            max_new_tokens=cfg.max_new_tokens,
+            seed=chunk_seed(ctx.cfg.seed, "synthesize-gen", c),
+            batch_size=cfg.batch_size,
+        )
+        rows = []
+        for i, ((e, kind, q), o) in enumerate(zip(asks, outs, strict=True)):
+            answer = o[0].strip()
+            rows.append(
+                {
+                    **QA(f"{e.id}#{i}", e.image, q, answer, e.label, kind).to_dict(),
+                    "keep": names_label(answer, e.label, ctx.labels),
+                }
+            )
+        return rows
+
+    rows = stage.chunks(
+        ctx.train, ctx.cfg.chunk_size, work, desc="synthesize", progress=ctx.progress and not done
+    )
+    kept = [QA.from_dict(r) for r in rows if r.get("keep", True)]
+    if not done:
+        stage.finish(asked=len(rows), kept=len(kept), keep_rate=round(len(kept) / max(1, len(rows)), 4))
+    if not kept:
+        raise RuntimeError(
+            "synthesis kept no answer: the base model never named the label; check the model "
+            "and the prompt pools (round_1/synthesize/part-*.jsonl has every answer)"
+        )
+    return kept, fp

@@ -1,0 +1,131 @@
+"""Label matching in free text: the paper's substring rule, a strict first-mention parser, negations.
+
+Accuracy in the paper (and the Finer benchmark) counts an answer correct when the normalised label
+is a substring of the normalised answer. That rule is kept as ``label_in`` for comparability, but
+it counts "no pneumonia" as "pneumonia" and "Arctic Tern" as "Tern", so we also report a strict
+parser: the first class name the answer mentions (longest name wins where names overlap, negated
+mentions are skipped) must be the true one. The synthesis filters use the strict notion too.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+_NEGATORS = (
+    "no",
+    "not",
+    "without",
+    "never",
+    "isn't",
+    "isnt",
+    "aren't",
+    "arent",
+    "wasn't",
+    "wasnt",
+    "nor",
+    "non",
+    "rule out",
+    "ruled out",
+    "rather than",
+    "instead of",
+    "unlike",
+    "absence of",
+    "negative for",
+    "free of",
+)
+_NEG_WINDOW = 3  # words before a mention that may negate it ("not a melanoma", "no signs of pneumonia")
+_NEG_FILLERS = {
+    "a",
+    "an",
+    "the",
+    "any",
+    "signs",
+    "sign",
+    "of",
+    "evidence",
+    "obvious",
+    "clear",
+    "typical",
+    "likely",
+}
+
+
+def normalize(text: str) -> str:
+    """Lower-case, unicode-fold (NFKC, accents kept as letters), punctuation and underscores to spaces."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = text.replace("_", " ").replace("-", " ")
+    text = re.sub(r"[^\w\s']", " ", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def label_in(answer: str, label: str) -> bool:
+    """The paper's rule: the normalised label is a substring of the normalised answer."""
+    lab = normalize(label)
+    return bool(lab) and lab in normalize(answer)
+
+
+@dataclass(frozen=True)
+class Mention:
+    label: str
+    start: int  # word index in the normalised answer
+    negated: bool
+
+
+def _is_negated(words: list[str], start: int) -> bool:
+    """A mention is negated when a negator stands within a few words before it, fillers aside."""
+    j = start - 1
+    seen = 0
+    while j >= 0 and seen < _NEG_WINDOW + 2:
+        w = words[j]
+        if w in _NEG_FILLERS:
+            j -= 1
+            continue
+        two = f"{words[j - 1]} {w}" if j >= 1 else ""
+        if w in _NEGATORS or two in _NEGATORS:
+            return True
+        seen += 1
+        if seen >= _NEG_WINDOW:
+            break
+        j -= 1
+    return False
+
+
+def mentions(answer: str, labels: Sequence[str]) -> list[Mention]:
+    """Every class-name mention in ``answer``, in order, on word boundaries.
+
+    Where names overlap ("Arctic Tern" contains "Tern"), the longest name at a position wins and
+    the shorter one inside it is not a mention of its own.
+    """
+    words = normalize(answer).split()
+    names = sorted(
+        {normalize(lab): lab for lab in labels if normalize(lab)}.items(), key=lambda kv: -len(kv[0])
+    )
+    taken = [False] * len(words)
+    found: list[Mention] = []
+    for norm, original in names:
+        toks = norm.split()
+        n = len(toks)
+        for i in range(len(words) - n + 1):
+            if words[i : i + n] == toks and not any(taken[i : i + n]):
+                for t in range(i, i + n):
+                    taken[t] = True
+                found.append(Mention(original, i, _is_negated(words, i)))
+    found.sort(key=lambda m: m.start)
+    return found
+
+
+def first_class(answer: str, labels: Sequence[str]) -> str | None:
+    """The first class the answer names affirmatively, or None."""
+    for m in mentions(answer, labels):
+        if not m.negated:
+            return m.label
+    return None
+
+
+def names_label(answer: str, label: str, labels: Sequence[str]) -> bool:
+    """Strict: the first affirmative class mention is ``label``."""
+    pool = list(labels) if label in labels else [*labels, label]
+    return first_class(answer, pool) == label
