@@ -1,0 +1,48 @@
+from selfsynth.metrics import accuracy, parse_letter
+from selfsynth.text import first_class, label_in, mentions, names_label, normalize
+
+CLASSES = ["Tern", "Arctic Tern", "pneumonia", "normal", "Black footed Albatross", "Crème Brûlée Finch"]
+
+
+def test_normalize():
+    assert normalize("Black_footed-Albatross!") == "black footed albatross"
+    assert normalize("CRÈME  brûlée") == "crème brûlée"
+
+
+def test_substring_rule_is_the_papers():
+    assert label_in("This is a black-footed albatross.", "Black_footed_Albatross")
+    assert label_in("There is no pneumonia.", "pneumonia")  # the paper's rule counts it
+    assert label_in("An Arctic Tern.", "Tern")
+
+
+def test_strict_longest_name_wins():
+    assert first_class("This is an Arctic Tern with a black cap.", CLASSES) == "Arctic Tern"
+    assert first_class("A Tern, not an Arctic Tern.", CLASSES) == "Tern"
+    assert [m.label for m in mentions("arctic tern and tern", CLASSES)] == ["Arctic Tern", "Tern"]
+
+
+def test_strict_negations():
+    assert first_class("There is no pneumonia; the lungs look normal.", CLASSES) == "normal"
+    assert first_class("No signs of pneumonia.", CLASSES) is None
+    assert not names_label("This is not a Tern.", "Tern", CLASSES)
+    assert names_label("It is a Tern rather than an Arctic Tern.", "Tern", CLASSES)
+
+
+def test_unicode_label():
+    assert names_label("I think it is a crème brûlée finch.", "Crème Brûlée Finch", CLASSES)
+
+
+def test_accuracy_counts():
+    answers = ["An Arctic Tern.", "no pneumonia here", "Tern"]
+    labels = ["Tern", "pneumonia", "Tern"]
+    acc = accuracy(answers, labels, CLASSES)
+    assert acc["n"] == 3
+    assert abs(acc["acc_substring"] - 1.0) < 1e-9
+    assert abs(acc["acc_strict"] - 1 / 3) < 1e-9
+
+
+def test_parse_letter():
+    assert parse_letter("The answer is B. red") == "B"
+    assert parse_letter("C) blue") == "C"
+    assert parse_letter("I am not sure") is None
+    assert parse_letter("The answer is E.") is None
