@@ -33,8 +33,10 @@ def find_data_dir(root: Path) -> Path:
     for cand in (root / "data", root, root / "fgvc-aircraft-2013b" / "data"):
         if (cand / "images").is_dir() and any(cand.glob("images_*_*.txt")):
             return cand
-    raise DataError(f"no data/images/ with images_<level>_<split>.txt files under {root}: "
-                    "point --root at fgvc-aircraft-2013b/")
+    raise DataError(
+        f"no data/images/ with images_<level>_<split>.txt files under {root}: "
+        "point --root at fgvc-aircraft-2013b/"
+    )
 
 
 def _split_files(data: Path, level: str, split: str) -> list[Path]:
@@ -47,7 +49,9 @@ def _split_files(data: Path, level: str, split: str) -> list[Path]:
     files = [data / f"images_{level}_{n}.txt" for n in names]
     missing = [f.name for f in files if not f.is_file()]
     if missing:
-        raise DataError(f"missing {', '.join(missing)} in {data} (needed for the {split} split at label level {level})")
+        raise DataError(
+            f"missing {', '.join(missing)} in {data} (needed for the {split} split at label level {level})"
+        )
     return files
 
 
@@ -70,8 +74,17 @@ def load(cfg: DataConfig, split: str, problems: Problems) -> list[Example]:
         for image_id, (label, n) in rows.items():
             with problems.item():
                 if known is not None and label not in known:
-                    raise DataError(f"unknown label {label!r} (not in {LEVELS[level]})", file=str(file), line=n)
+                    raise DataError(
+                        f"unknown label {label!r} (not in {LEVELS[level]})", file=str(file), line=n
+                    )
                 path = image_file(data / "images", f"{image_id}.jpg", file=str(file), line=n)
-                out.append(Example(id=image_id, image=str(path), label=label, split=split,
-                                   meta={"crop_bottom": CROP_BOTTOM, "label_level": level}))
+                out.append(
+                    Example(
+                        id=image_id,
+                        image=str(path),
+                        label=label,
+                        split=split,
+                        meta={"crop_bottom": CROP_BOTTOM, "label_level": level},
+                    )
+                )
     return out

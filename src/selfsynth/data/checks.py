@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +60,9 @@ class Problems:
             self.add(err)
 
 
-def resolve_inside(base: Path, rel: str, *, file: str | None = None, line: int | None = None,
-                   what: str = "image path") -> Path:
+def resolve_inside(
+    base: Path, rel: str, *, file: str | None = None, line: int | None = None, what: str = "image path"
+) -> Path:
     """Resolve ``rel`` against ``base`` and refuse anything that ends up outside ``base``.
 
     Symlinks are followed before the check, so a link pointing out of the tree is refused too;
@@ -70,16 +72,22 @@ def resolve_inside(base: Path, rel: str, *, file: str | None = None, line: int |
         raise DataError(f"empty {what}", file=file, line=line)
     if "\x00" in rel:
         raise DataError(f"{what} {rel!r} contains a NUL byte", file=file, line=line)
-    base_real = Path(os.path.realpath(base))
-    candidate = Path(rel) if os.path.isabs(rel) else base / rel
-    real = Path(os.path.realpath(candidate))
-    if real != base_real and base_real not in real.parents:
+    base_real = _real_base(str(base))
+    real = os.path.realpath(rel if os.path.isabs(rel) else os.path.join(base, rel))
+    if real != base_real and not real.startswith(base_real.rstrip(os.sep) + os.sep):
         raise DataError(
             f"{what} {rel!r} escapes the data root {base} (resolves to {real}); "
             "keep every file inside the dataset folder",
-            file=file, line=line,
+            file=file,
+            line=line,
         )
-    return real
+    return Path(real)
+
+
+@lru_cache(maxsize=64)
+def _real_base(base: str) -> str:
+    """The data root's real path; cached because every record of a dataset asks for it."""
+    return os.path.realpath(base)
 
 
 def image_file(base: Path, rel: str, *, file: str | None = None, line: int | None = None) -> Path:
@@ -110,7 +118,9 @@ def verify_image(path: str | Path, *, context: str = "") -> None:
     except FileNotFoundError:
         raise DataError(f"image not found{note}", file=str(path)) from None
     except UnidentifiedImageError:
-        raise DataError(f"not an image PIL can read (corrupt or wrong format){note}", file=str(path)) from None
+        raise DataError(
+            f"not an image PIL can read (corrupt or wrong format){note}", file=str(path)
+        ) from None
     except (OSError, SyntaxError, ValueError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DataError(f"corrupt image ({reason}){note}", file=str(path)) from None
@@ -122,7 +132,8 @@ def is_image(name: str) -> bool:
 
 def list_images(folder: Path) -> list[Path]:
     """Image files directly in ``folder`` (hidden files skipped), sorted by name."""
-    return sorted(p for p in folder.iterdir() if is_image(p.name) and not p.is_dir())
+    with os.scandir(folder) as entries:
+        return sorted(folder / e.name for e in entries if is_image(e.name) and not e.is_dir())
 
 
 def class_dirs(folder: Path) -> list[Path]:

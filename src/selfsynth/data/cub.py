@@ -41,13 +41,17 @@ def find_root(root: Path) -> Path:
 def load(cfg: DataConfig, split: str, problems: Problems) -> list[Example]:
     root = find_root(Path(cfg.root))
     hint = "part of the official CUB_200_2011 archive"
-    files = {name: require_file(root / name, hint) for name in
-             ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt")}
+    files = {
+        name: require_file(root / name, hint)
+        for name in ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt")
+    }
     classes = read_keyed_lines(files["classes.txt"], problems, columns="<class_id> <name>")
-    labels = read_keyed_lines(files["image_class_labels.txt"], problems, int_value=True,
-                              columns="<image_id> <class_id>")
-    flags = read_keyed_lines(files["train_test_split.txt"], problems, int_value=True,
-                             columns="<image_id> <is_training_image>")
+    labels = read_keyed_lines(
+        files["image_class_labels.txt"], problems, int_value=True, columns="<image_id> <class_id>"
+    )
+    flags = read_keyed_lines(
+        files["train_test_split.txt"], problems, int_value=True, columns="<image_id> <is_training_image>"
+    )
     images = read_keyed_lines(files["images.txt"], problems, columns="<image_id> <path>")
     want = "1" if split == "train" else "0"
     out: list[Example] = []
@@ -58,17 +62,30 @@ def load(cfg: DataConfig, split: str, problems: Problems) -> list[Example]:
                 raise DataError(f"image {image_id} has no line in train_test_split.txt", **where)
             flag = flags[image_id][0]
             if flag not in ("0", "1"):
-                raise DataError(f"is_training_image must be 0 or 1, got {flag}", file=str(files["train_test_split.txt"]),
-                                line=flags[image_id][1])
+                raise DataError(
+                    f"is_training_image must be 0 or 1, got {flag}",
+                    file=str(files["train_test_split.txt"]),
+                    line=flags[image_id][1],
+                )
             if flag != want:
                 continue
             if image_id not in labels:
                 raise DataError(f"image {image_id} has no line in image_class_labels.txt", **where)
             class_id, class_line = labels[image_id]
             if class_id not in classes:
-                raise DataError(f"unknown class id {class_id} (not in classes.txt)",
-                                file=str(files["image_class_labels.txt"]), line=class_line)
+                raise DataError(
+                    f"unknown class id {class_id} (not in classes.txt)",
+                    file=str(files["image_class_labels.txt"]),
+                    line=class_line,
+                )
             path = image_file(root / "images", rel, **where)
-            out.append(Example(id=image_id, image=str(path), label=readable_label(classes[class_id][0]),
-                               split=split, meta={"class_id": int(class_id)}))
+            out.append(
+                Example(
+                    id=image_id,
+                    image=str(path),
+                    label=readable_label(classes[class_id][0]),
+                    split=split,
+                    meta={"class_id": int(class_id)},
+                )
+            )
     return out

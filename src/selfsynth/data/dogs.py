@@ -55,8 +55,10 @@ def read_list(path: Path) -> list[tuple[str, Any]]:
     except FileNotFoundError:
         raise DataError("file not found", file=str(path)) from None
     except Exception as e:  # scipy raises ValueError, TypeError, OSError or MatReadError on bad files
-        raise DataError(f"not a readable MATLAB file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
-                        file=str(path)) from None
+        raise DataError(
+            f"not a readable MATLAB file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
+            file=str(path),
+        ) from None
     keys = [k for k in mat if not k.startswith("__")]
     for key in ("file_list", "labels"):
         if key not in mat:
@@ -99,16 +101,27 @@ def load(cfg: DataConfig, split: str, problems: Problems) -> list[Example]:
             except (TypeError, ValueError):
                 raise DataError(f"{where}: label {raw!r} is not an integer", file=str(lst)) from None
             if not 1 <= number <= n_classes:
-                raise DataError(f"{where}: unknown label {number} (there are {n_classes} breed folders in {images})",
-                                file=str(lst))
+                raise DataError(
+                    f"{where}: unknown label {number} (there are {n_classes} breed folders in {images})",
+                    file=str(lst),
+                )
             parts = rel.replace("\\", "/").split("/")
             if len(parts) != 2:
                 raise DataError(f"{where}: expected '<wnid>-<breed>/<file>.jpg'", file=str(lst))
             folder = parts[0]
             if folder_of.setdefault(number, folder) != folder:
-                raise DataError(f"{where}: label {number} is used for both {folder_of[number]} and {folder}",
-                                file=str(lst))
+                raise DataError(
+                    f"{where}: label {number} is used for both {folder_of[number]} and {folder}",
+                    file=str(lst),
+                )
             path = image_file(images, rel, file=str(lst))
-            out.append(Example(id=Path(parts[1]).stem, image=str(path), label=readable_breed(folder), split=split,
-                               meta={"wnid": folder.split("-", 1)[0], "class_number": number}))
+            out.append(
+                Example(
+                    id=Path(parts[1]).stem,
+                    image=str(path),
+                    label=readable_breed(folder),
+                    split=split,
+                    meta={"wnid": folder.split("-", 1)[0], "class_number": number},
+                )
+            )
     return out

@@ -22,8 +22,10 @@ from selfsynth.records import Example
 def _list_file(root: Path, split: str) -> Path | None:
     found = sorted(root.glob(f"*-{split}.json"))
     if len(found) > 1:
-        raise DataError(f"several *-{split}.json files in {root} ({', '.join(p.name for p in found)}): "
-                        "keep one dataset per folder")
+        raise DataError(
+            f"several *-{split}.json files in {root} ({', '.join(p.name for p in found)}): "
+            "keep one dataset per folder"
+        )
     return found[0] if found else None
 
 

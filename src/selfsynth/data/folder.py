@@ -34,23 +34,36 @@ def readable_plant(folder: str) -> str:
     return " ".join(folder.replace("_", " ").split())
 
 
-def scan_classes(folder: Path, base: Path, split: str, problems: Problems,
-                 label: Callable[[str], str] = str) -> list[Example]:
+def scan_classes(
+    folder: Path, base: Path, split: str, problems: Problems, label: Callable[[str], str] = str
+) -> list[Example]:
     """One example per image in each class sub-folder of ``folder``; ids are paths relative to ``base``."""
     out: list[Example] = []
     stray = [p.name for p in folder.iterdir() if p.is_file() and is_image(p.name)]
     if stray:
-        log.warning("%s: %d images outside any class folder are ignored (e.g. %s)", folder, len(stray), stray[0])
+        log.warning(
+            "%s: %d images outside any class folder are ignored (e.g. %s)", folder, len(stray), stray[0]
+        )
     for cls in class_dirs(folder):
+        cls_rel = cls.relative_to(base).as_posix()
+        cls_real = None
+        with problems.item():
+            cls_real = resolve_inside(base, cls_rel, what="class folder")
+        if cls_real is None:
+            continue  # the class folder itself leads out of the root (skipped and reported)
         files = list_images(cls)
         if not files:
             log.warning("%s: class folder holds no images", cls)
         for f in files:
-            rel = f.relative_to(base).as_posix()
+            rel = f"{cls_rel}/{f.name}"
             with problems.item():
-                path = resolve_inside(base, rel)
-                out.append(Example(id=rel, image=str(path), label=label(cls.name), split=split,
-                                   meta={"folder": cls.name}))
+                # Only a symlinked file can leave a class folder that is itself inside the root.
+                path = resolve_inside(base, rel) if f.is_symlink() else cls_real / f.name
+                out.append(
+                    Example(
+                        id=rel, image=str(path), label=label(cls.name), split=split, meta={"folder": cls.name}
+                    )
+                )
     return out
 
 
@@ -76,8 +89,13 @@ def _load_tree(cfg: DataConfig, split: str, problems: Problems, label: Callable[
         raise DataError(f"no class folders with images in {root} (expected {root}/<class>/*.jpg)")
     if cfg.split_file:
         return apply_split_file(everything, cfg.split_file, split, _names)
-    parts = stratified_split(everything, label=lambda e: e.label, key=lambda e: e.id,
-                             fraction=cfg.test_fraction, seed=cfg.split_seed)
+    parts = stratified_split(
+        everything,
+        label=lambda e: e.label,
+        key=lambda e: e.id,
+        fraction=cfg.test_fraction,
+        seed=cfg.split_seed,
+    )
     return parts[split]
 
 
@@ -93,7 +111,9 @@ def _xray_root(root: Path) -> Path:
     for cand in (root, root / "chest_xray", root / "chest_xray" / "chest_xray"):
         if (cand / "train").is_dir() and (cand / "test").is_dir():
             return cand
-    raise DataError(f"no train/ and test/ folders in {root} or {root / 'chest_xray'}: point --root at chest_xray/")
+    raise DataError(
+        f"no train/ and test/ folders in {root} or {root / 'chest_xray'}: point --root at chest_xray/"
+    )
 
 
 def load_chest_xray(cfg: DataConfig, split: str, problems: Problems) -> list[Example]:

@@ -91,7 +91,9 @@ def load_split(cfg: DataConfig, split: str, *, check_images: bool = False) -> Lo
     if problems.skipped:
         log.warning("%s %s: skipped %d bad records", cfg.format, split, len(problems.skipped))
     log.info("%s %s: %d images, %d classes", cfg.format, split, len(examples), len(class_names(examples)))
-    return LoadReport(format=cfg.format, root=str(root), split=split, examples=examples, skipped=problems.skipped)
+    return LoadReport(
+        format=cfg.format, root=str(root), split=split, examples=examples, skipped=problems.skipped
+    )
 
 
 def load_examples(cfg: DataConfig, split: str, *, check_images: bool = False) -> list[Example]:
@@ -105,8 +107,10 @@ def _drop_duplicate_ids(examples: list[Example], problems: Problems) -> list[Exa
     for ex in examples:
         if ex.id in seen:
             with problems.item():
-                raise DataError(f"duplicate id {ex.id!r} (images {seen[ex.id].image} and {ex.image}); "
-                                "ids must be unique within a split")
+                raise DataError(
+                    f"duplicate id {ex.id!r} (images {seen[ex.id].image} and {ex.image}); "
+                    "ids must be unique within a split"
+                )
             continue
         seen[ex.id] = ex
         out.append(ex)

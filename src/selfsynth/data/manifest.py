@@ -49,7 +49,9 @@ def _parse_json_line(line: str, path: Path, n: int) -> dict[str, Any]:
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
-        raise DataError(f"malformed JSON line ({e.msg} at column {e.colno})", file=str(path), line=n) from None
+        raise DataError(
+            f"malformed JSON line ({e.msg} at column {e.colno})", file=str(path), line=n
+        ) from None
     if not isinstance(obj, dict):
         raise DataError("each line must be a JSON object", file=str(path), line=n)
     return obj
@@ -66,7 +68,9 @@ def iter_csv_rows(path: Path, problems: Problems) -> Iterator[tuple[int, dict[st
             reader = csv.DictReader(f)
             header = reader.fieldnames
             if not header:
-                raise DataError("empty CSV file (expected a header row such as image,label)", file=str(path), line=1)
+                raise DataError(
+                    "empty CSV file (expected a header row such as image,label)", file=str(path), line=1
+                )
             for row in reader:
                 n = reader.line_num
                 if not any((v or "").strip() for k, v in row.items() if k is not None):
@@ -74,8 +78,14 @@ def iter_csv_rows(path: Path, problems: Problems) -> Iterator[tuple[int, dict[st
                 extra = len(row.get(None) or [])
                 missing = sum(v is None for v in row.values())
                 if extra or missing:
-                    problems.add(DataError(f"expected {len(header)} columns ({','.join(header)}), "
-                                           f"got {len(header) + extra - missing}", file=str(path), line=n))
+                    problems.add(
+                        DataError(
+                            f"expected {len(header)} columns ({','.join(header)}), "
+                            f"got {len(header) + extra - missing}",
+                            file=str(path),
+                            line=n,
+                        )
+                    )
                     continue
                 yield n, {k.strip(): v for k, v in row.items()}
         except csv.Error as e:
@@ -84,8 +94,15 @@ def iter_csv_rows(path: Path, problems: Problems) -> Iterator[tuple[int, dict[st
             raise DataError("not UTF-8 text", file=str(path)) from None
 
 
-def row_to_example(row: dict[str, Any], *, base: Path, split: str, file: Path, line: int,
-                   image_keys: tuple[str, ...] = IMAGE_KEYS) -> Example:
+def row_to_example(
+    row: dict[str, Any],
+    *,
+    base: Path,
+    split: str,
+    file: Path,
+    line: int,
+    image_keys: tuple[str, ...] = IMAGE_KEYS,
+) -> Example:
     """One manifest row as an Example; missing fields and bad paths are DataErrors with the line."""
     where = {"file": str(file), "line": line}
     key = next((k for k in image_keys if row.get(k) not in (None, "")), None)
@@ -144,8 +161,9 @@ def _load(cfg: DataConfig, split: str, problems: Problems, ext: str) -> list[Exa
                     if row_split != split:
                         continue
                 elif row_split is not None and row_split != split:
-                    raise DataError(f"split {row.get('split')!r} disagrees with the file it is in", file=str(file),
-                                    line=n)
+                    raise DataError(
+                        f"split {row.get('split')!r} disagrees with the file it is in", file=str(file), line=n
+                    )
                 out.append(row_to_example(row, base=base, split=split, file=file, line=n))
     return out
 

@@ -21,14 +21,22 @@ Loader = Callable[[DataConfig, str, Problems], list[Example]]
 
 # name -> (module, function, one-line description)
 _BUILTIN: dict[str, tuple[str, str, str]] = {
-    "world": ("selfsynth.data.world_files", "load", "the embedded world: train.jsonl / test.jsonl + concepts.json"),
+    "world": (
+        "selfsynth.data.world_files",
+        "load",
+        "the embedded world: train.jsonl / test.jsonl + concepts.json",
+    ),
     "finer": ("selfsynth.data.finer", "load", "Finer-style JSON lists <name>-train.json / <name>-test.json"),
     "cub": ("selfsynth.data.cub", "load", "CUB-200-2011 (images.txt, train_test_split.txt, classes.txt)"),
     "dogs": ("selfsynth.data.dogs", "load", "Stanford Dogs (Images/, train_list.mat, test_list.mat)"),
     "aircraft": ("selfsynth.data.aircraft", "load", "FGVC-Aircraft 2013b (data/images_<level>_<split>.txt)"),
     "pld": ("selfsynth.data.folder", "load_pld", "PlantVillage leaf diseases: one folder per class"),
     "ham10000": ("selfsynth.data.ham10000", "load", "HAM10000 skin lesions (HAM10000_metadata.csv)"),
-    "chest_xray": ("selfsynth.data.folder", "load_chest_xray", "chest X-ray pneumonia: {train,val,test}/<class>/"),
+    "chest_xray": (
+        "selfsynth.data.folder",
+        "load_chest_xray",
+        "chest X-ray pneumonia: {train,val,test}/<class>/",
+    ),
     "imagefolder": ("selfsynth.data.folder", "load_imagefolder", "any root/<class>/*.jpg tree"),
     "jsonl": ("selfsynth.data.manifest", "load_jsonl", "manifest root/{train,test}.jsonl (image, label, id)"),
     "csv": ("selfsynth.data.manifest", "load_csv", "manifest root/{train,test}.csv (image, label, id)"),

@@ -38,8 +38,9 @@ def _test_count(n: int, fraction: float) -> int:
     return min(max(round(n * fraction), 1), n - 1)
 
 
-def stratified_split(items: Sequence[T], *, label: Callable[[T], str], key: Callable[[T], str],
-                     fraction: float, seed: int) -> dict[str, list[T]]:
+def stratified_split(
+    items: Sequence[T], *, label: Callable[[T], str], key: Callable[[T], str], fraction: float, seed: int
+) -> dict[str, list[T]]:
     """Seeded split per class; each class keeps ``fraction`` of its items for test."""
     _check_fraction(fraction)
     by_class: dict[str, list[T]] = defaultdict(list)
@@ -56,8 +57,15 @@ def stratified_split(items: Sequence[T], *, label: Callable[[T], str], key: Call
     }
 
 
-def grouped_stratified_split(items: Sequence[T], *, label: Callable[[T], str], group: Callable[[T], Hashable],
-                             key: Callable[[T], str], fraction: float, seed: int) -> dict[str, list[T]]:
+def grouped_stratified_split(
+    items: Sequence[T],
+    *,
+    label: Callable[[T], str],
+    group: Callable[[T], Hashable],
+    key: Callable[[T], str],
+    fraction: float,
+    seed: int,
+) -> dict[str, list[T]]:
     """Seeded stratified split that keeps every group (e.g. one skin lesion) on one side.
 
     Groups of a class are shuffled and moved to test until the class's test share reaches
@@ -113,8 +121,9 @@ def read_split_file(path: str | Path) -> dict[str, set[str]]:
     return out
 
 
-def apply_split_file(items: Sequence[T], path: str | Path, split: str,
-                     names: Callable[[T], Sequence[str]]) -> list[T]:
+def apply_split_file(
+    items: Sequence[T], path: str | Path, split: str, names: Callable[[T], Sequence[str]]
+) -> list[T]:
     """Items whose id or relative path is listed under ``split``; unknown entries are errors.
 
     ``names(item)`` gives every name a user may have written for the item (id, relative path,
@@ -129,17 +138,25 @@ def apply_split_file(items: Sequence[T], path: str | Path, split: str,
     unknown = sorted(listed_names - set(index))
     if unknown:
         sample = ", ".join(unknown[:5])
-        raise DataError(f"{len(unknown)} entries match no image in the dataset (e.g. {sample})", file=str(path))
+        raise DataError(
+            f"{len(unknown)} entries match no image in the dataset (e.g. {sample})", file=str(path)
+        )
     ambiguous = sorted(name for name in listed_names if len(index[name]) > 1)
     if ambiguous:
         sample = ", ".join(ambiguous[:5])
-        raise DataError(f"{len(ambiguous)} entries match several images (e.g. {sample}); "
-                        "write the path relative to the data root instead", file=str(path))
+        raise DataError(
+            f"{len(ambiguous)} entries match several images (e.g. {sample}); "
+            "write the path relative to the data root instead",
+            file=str(path),
+        )
     index = {name: index[name] for name in listed_names}
     sides = {name: {next(iter(index[n])) for n in wanted[name]} for name in SPLITS}
     if sides["train"] & sides["test"]:
-        raise DataError(f"{len(sides['train'] & sides['test'])} images are listed under both train and test "
-                        "(by different names)", file=str(path))
+        raise DataError(
+            f"{len(sides['train'] & sides['test'])} images are listed under both train and test "
+            "(by different names)",
+            file=str(path),
+        )
     chosen = sides[split]
     listed = sides["train"] | sides["test"]
     if len(listed) < len(items):
@@ -147,8 +164,9 @@ def apply_split_file(items: Sequence[T], path: str | Path, split: str,
     return [it for i, it in enumerate(items) if i in chosen]
 
 
-def cap_per_class(items: Sequence[T], cap: int, *, label: Callable[[T], str], key: Callable[[T], str],
-                  seed: int) -> list[T]:
+def cap_per_class(
+    items: Sequence[T], cap: int, *, label: Callable[[T], str], key: Callable[[T], str], seed: int
+) -> list[T]:
     """At most ``cap`` items per class (0 = all), a seeded sample kept in the original order."""
     if cap <= 0:
         return list(items)

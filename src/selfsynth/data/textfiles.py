@@ -12,8 +12,15 @@ from selfsynth.data.checks import Problems
 from selfsynth.errors import DataError
 
 
-def read_keyed_lines(path: Path, problems: Problems, *, int_key: bool = True, int_value: bool = False,
-                     rest: bool = False, columns: str = "<id> <value>") -> dict[str, tuple[str, int]]:
+def read_keyed_lines(
+    path: Path,
+    problems: Problems,
+    *,
+    int_key: bool = True,
+    int_value: bool = False,
+    rest: bool = False,
+    columns: str = "<id> <value>",
+) -> dict[str, tuple[str, int]]:
     """Map each line's first field to ``(value, line_number)``.
 
     ``rest`` keeps everything after the first space as the value (labels with spaces), otherwise a
@@ -30,15 +37,18 @@ def read_keyed_lines(path: Path, problems: Problems, *, int_key: bool = True, in
         if not line.strip():
             continue
         with problems.item():
-            key, value = _parse(line, path, n, int_key=int_key, int_value=int_value, rest=rest, columns=columns)
+            key, value = _parse(
+                line, path, n, int_key=int_key, int_value=int_value, rest=rest, columns=columns
+            )
             if key in out:
                 raise DataError(f"duplicate id {key} (first on line {out[key][1]})", file=str(path), line=n)
             out[key] = (value, n)
     return out
 
 
-def _parse(line: str, path: Path, n: int, *, int_key: bool, int_value: bool, rest: bool,
-           columns: str) -> tuple[str, str]:
+def _parse(
+    line: str, path: Path, n: int, *, int_key: bool, int_value: bool, rest: bool, columns: str
+) -> tuple[str, str]:
     fields = line.strip().split(None, 1) if rest else line.split()
     if len(fields) != 2:
         raise DataError(f"expected '{columns}', got {line.strip()!r}", file=str(path), line=n)

@@ -22,8 +22,9 @@ def load(cfg: DataConfig, split: str, problems: Problems) -> list[Example]:
     root = Path(cfg.root)
     path = root / f"{split}.jsonl"
     if not path.is_file():
-        raise DataError(f"no {split}.jsonl in {root}: is this a world folder? "
-                        "(create one with `selfsynth world`)")
+        raise DataError(
+            f"no {split}.jsonl in {root}: is this a world folder? (create one with `selfsynth world`)"
+        )
     out: list[Example] = []
     for n, row in iter_jsonl_rows(path, problems):
         with problems.item():
