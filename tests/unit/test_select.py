@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from selfsynth.errors import DataError
+from selfsynth.errors import ConfigError, DataError
 from selfsynth.stages.select import ib_scores, select, select_concepts
 
 
@@ -61,8 +61,9 @@ def test_matches_direct_formula_on_pure_noise_and_odd_candidates():
     descs = _unit(rng.normal(size=(9, 5, 16)))
     concepts = _unit(rng.normal(size=(11, 16)))
     cands = [list(rng.choice(11, size=rng.integers(1, 6), replace=False)) for _ in range(9)]
-    for f, r in zip(ib_scores(descs, concepts, cands, 0.1), direct_scores(list(descs), concepts, cands, 0.1),
-                    strict=True):
+    for f, r in zip(
+        ib_scores(descs, concepts, cands, 0.1), direct_scores(list(descs), concepts, cands, 0.1), strict=True
+    ):
         np.testing.assert_allclose(f, r, rtol=1e-4)
 
 
@@ -79,7 +80,9 @@ def test_own_descriptions_dominating_stays_finite_and_exact(caplog):
     """Own terms nearly all of the total: log(e^L - e^B) would cancel to -inf without the direct path."""
     caplog.set_level("DEBUG", logger="selfsynth.stages.select")
     concepts = _unit(np.eye(4, 8) + 0.01)
-    descs = np.stack([np.repeat(concepts[i : i + 1], 3, axis=0) for i in range(4)])  # each image = its concept
+    descs = np.stack(
+        [np.repeat(concepts[i : i + 1], 3, axis=0) for i in range(4)]
+    )  # each image = its concept
     descs[3] = _unit(descs[3] + 0.3 * np.eye(3, 8, k=4))  # one image less extreme
     cands = [[0, 1, 2, 3]] * 4
     for tau in (0.1, 0.02):
@@ -108,7 +111,7 @@ def test_bad_inputs_are_clear_errors():
         ib_scores(descs, concepts, [[0], [5]], 0.1)
     with pytest.raises(DataError, match="dim"):
         ib_scores(descs, np.zeros((5, 6), np.float32), [[0], [1]], 0.1)
-    with pytest.raises(DataError, match="tau"):
+    with pytest.raises(ConfigError, match="tau"):
         ib_scores(descs, concepts, [[0], [1]], 0.0)
 
 

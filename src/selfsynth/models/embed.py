@@ -64,11 +64,17 @@ class TextEncoder:
     ) -> None:
         self.path = str(Path(path or default_encoder_path()).expanduser().resolve())
         if not Path(self.path).is_dir():
-            raise ConfigError(f"text encoder directory {self.path} not found: set embed.path to a local model folder")
+            raise ConfigError(
+                f"text encoder directory {self.path} not found: set embed.path to a local model folder"
+            )
         if not (Path(self.path) / "config.json").is_file():
-            raise ConfigError(f"{self.path} has no config.json: embed.path must be a Hugging Face model folder")
+            raise ConfigError(
+                f"{self.path} has no config.json: embed.path must be a Hugging Face model folder"
+            )
         if batch_size < 1 or max_length < 1:
-            raise ConfigError(f"embed.batch_size and embed.max_length must be >= 1, got {batch_size}, {max_length}")
+            raise ConfigError(
+                f"embed.batch_size and embed.max_length must be >= 1, got {batch_size}, {max_length}"
+            )
         self.batch_size = batch_size
         self.max_length = max_length
         self.device = device
@@ -125,7 +131,9 @@ class TextEncoder:
         import torch
 
         self._load()
-        enc = self._tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        enc = self._tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
         enc = {k: v.to(self._torch_device) for k, v in enc.items()}
         with torch.inference_mode():
             hidden = self._model(**enc).last_hidden_state.float()

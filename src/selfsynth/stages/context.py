@@ -80,6 +80,10 @@ class Context:
 
             e = self.cfg.embed
             self._encoder = TextEncoder(
-                e.path, cache_dir=self.cache_dir / "embed", batch_size=e.batch_size, max_length=e.max_length
+                e.path,
+                cache_dir=self.cache_dir / "embed",
+                batch_size=e.batch_size,
+                max_length=e.max_length,
+                prefix=e.prefix,
             )
         return self._encoder

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from selfsynth.errors import DataError
+from selfsynth.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def ib_scores(
     concepts of image k's class). All embeddings are expected L2-normalised. float32 throughout.
     """
     if tau <= 0:
-        raise DataError(f"tau must be > 0, got {tau}")
+        raise ConfigError(f"select.tau must be > 0, got {tau}")
     descs_per_image = _as_list(desc_emb)
     concept_emb = np.asarray(concept_emb, dtype=np.float32)
     if concept_emb.ndim != 2:
@@ -164,14 +164,20 @@ def ib_scores(
         for s in range(0, len(members), per_chunk):
             chunk = members[s : s + per_chunk]
             scores, direct = _score_group(
-                [descs_per_image[i] for i in chunk], concept_emb[idx], lse_all[idx], tau,
-                all_descs, [(int(offsets[i]), int(offsets[i + 1])) for i in chunk],
+                [descs_per_image[i] for i in chunk],
+                concept_emb[idx],
+                lse_all[idx],
+                tau,
+                all_descs,
+                [(int(offsets[i]), int(offsets[i + 1])) for i in chunk],
             )
             n_direct += direct
             for g, i in enumerate(chunk):
                 out[i] = scores[g]
     if n_direct:
-        log.debug("ib_scores: %d (image, concept) pairs summed directly (own descriptions dominate)", n_direct)
+        log.debug(
+            "ib_scores: %d (image, concept) pairs summed directly (own descriptions dominate)", n_direct
+        )
     return out
 
 

@@ -1,0 +1,294 @@
+"""The OpenAI-compatible expert client against a local HTTP server that misbehaves on purpose:
+retries, Retry-After, timeouts, malformed bodies, the cache, clear errors and a secret API key."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from selfsynth.config import ConceptsConfig, OpenAIConfig
+from selfsynth.errors import ExpertError
+from selfsynth.models.expert import get_concept_source
+
+KEY = "sk-test-9f8e7d6c5b4a-UNIQUE-SECRET"
+GOOD = "Here are the features:\n- **Red** crown.\n- forked tail\n- white wing bars\n\nHope this helps!"
+
+# ---------------------------------------------------------------- a scripted local endpoint
+
+
+class Endpoint:
+    """A chat-completions server; each request takes the next scripted behaviour (then 'ok')."""
+
+    def __init__(self) -> None:
+        self.script: list[tuple] = []
+        self.requests: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output quiet
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.requests.append(
+                    {"path": self.path, "headers": dict(self.headers), "body": json.loads(body)}
+                )
+                action = outer.script.pop(0) if outer.script else ("ok", GOOD)
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # client timed out
+                    outer._respond(self, action)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def _respond(h: BaseHTTPRequestHandler, action: tuple) -> None:
+        kind = action[0]
+        if kind == "stall":
+            time.sleep(action[1])
+            action = ("ok", GOOD)
+            kind = "ok"
+        if kind == "ok":
+            payload = json.dumps(
+                {"choices": [{"message": {"role": "assistant", "content": action[1]}}]}
+            ).encode()
+            status, headers = 200, {}
+        elif kind == "raw":
+            status, payload, headers = 200, action[1], {}
+        else:  # ("status", code, body, headers)
+            status, payload, headers = action[1], action[2], action[3] if len(action) > 3 else {}
+        h.send_response(status)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(payload)))
+        for k, v in headers.items():
+            h.send_header(k, v)
+        h.end_headers()
+        h.wfile.write(payload)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def endpoint():
+    ep = Endpoint()
+    yield ep
+    ep.close()
+
+
+@pytest.fixture
+def api_key(monkeypatch):
+    monkeypatch.setenv("SELFSYNTH_TEST_KEY", KEY)
+    return KEY
+
+
+def _cfg(url: str, **openai) -> ConceptsConfig:
+    o = {
+        "base_url": url,
+        "model": "expert-1",
+        "api_key_env": "SELFSYNTH_TEST_KEY",
+        "timeout_s": 2.0,
+        "max_retries": 3,
+        "backoff_s": 0.01,
+        **openai,
+    }
+    return ConceptsConfig(source="openai", openai=OpenAIConfig(**o))
+
+
+def _cache_bytes(path) -> bytes:
+    return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+
+
+def test_good_answer_then_cache_hits_make_no_requests(endpoint, api_key, tmp_path):
+    cache = tmp_path / "expert.sqlite"
+    src = get_concept_source(_cfg(endpoint.url), cache)
+    bank = src.concepts(["Scarlet Tanager", "Cardinal"])
+    assert bank["Scarlet Tanager"] == ["Red crown", "forked tail", "white wing bars"]
+    assert len(endpoint.requests) == 2
+    req = endpoint.requests[0]
+    assert req["path"] == "/v1/chat/completions"
+    assert req["headers"]["Authorization"] == f"Bearer {KEY}"
+    assert req["body"]["model"] == "expert-1" and req["body"]["temperature"] == 0.0
+    assert "Scarlet Tanager" in req["body"]["messages"][0]["content"]
+    src.close()
+    again = get_concept_source(_cfg(endpoint.url), cache)  # a new process would do the same
+    assert again.concepts(["Cardinal", "Scarlet Tanager"]) == {
+        k: bank[k] for k in ("Cardinal", "Scarlet Tanager")
+    }
+    assert len(endpoint.requests) == 2 and again.requests_made == 0
+    # a different model is a different request: it is paid for
+    get_concept_source(_cfg(endpoint.url, model="expert-2"), cache).concepts(["Cardinal"])
+    assert len(endpoint.requests) == 3
+
+
+def test_429_with_retry_after_then_success(endpoint, api_key):
+    endpoint.script = [("status", 429, b'{"error": "slow down"}', {"Retry-After": "0.3"})]
+    src = get_concept_source(_cfg(endpoint.url), None)
+    t0 = time.perf_counter()
+    assert src.concepts(["gull"])["gull"][0] == "Red crown"
+    assert time.perf_counter() - t0 >= 0.3  # the server's Retry-After, not the 0.01 s backoff
+    assert len(endpoint.requests) == 2
+
+
+def test_500_then_success_and_stall_then_success(endpoint, api_key, caplog):
+    endpoint.script = [("status", 500, b"oops"), ("stall", 1.0)]
+    src = get_concept_source(_cfg(endpoint.url, timeout_s=0.3), None)
+    with caplog.at_level(logging.WARNING):
+        assert src.concepts(["gull"])["gull"]
+    assert len(endpoint.requests) == 3
+    assert "HTTP 500" in caplog.text and "timeout_s=0.3" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ("raw", b"<html>not json</html>"),
+        ("raw", b'{"object": "chat.completion"}'),
+        ("ok", ""),
+        ("ok", "I cannot help with birds."),
+    ],
+)
+def test_malformed_bodies_are_retried(endpoint, api_key, bad):
+    endpoint.script = [bad]
+    src = get_concept_source(_cfg(endpoint.url), None)
+    assert src.concepts(["gull"])["gull"] == ["Red crown", "forked tail", "white wing bars"]
+    assert len(endpoint.requests) == 2
+
+
+def test_too_few_bullets_is_retried_then_a_clear_error(endpoint, api_key):
+    endpoint.script = [("ok", "- red crown\n- black tail")] * 4
+    src = get_concept_source(_cfg(endpoint.url), None)
+    with pytest.raises(ExpertError, match="only 2 bullet points"):
+        src.concepts(["gull"])
+    assert len(endpoint.requests) == 4
+
+
+def test_clear_error_after_last_retry(endpoint, api_key, caplog, tmp_path):
+    endpoint.script = [("status", 503, f"upstream rejected key {KEY}".encode())] * 10
+    src = get_concept_source(_cfg(endpoint.url, max_retries=2), tmp_path / "c.sqlite")
+    with caplog.at_level(logging.DEBUG), pytest.raises(ExpertError) as err:
+        src.concepts(["Herring Gull"])
+    msg = str(err.value)
+    assert len(endpoint.requests) == 3
+    assert "'Herring Gull'" in msg and endpoint.url + "/chat/completions" in msg and "HTTP 503" in msg
+    assert "max_retries" in msg
+    assert KEY not in msg and KEY not in caplog.text
+
+
+def test_timeouts_exhausted(endpoint, api_key):
+    endpoint.script = [("stall", 0.6)] * 2
+    src = get_concept_source(_cfg(endpoint.url, timeout_s=0.2, max_retries=1), None)
+    with pytest.raises(ExpertError, match="no answer within timeout_s=0.2"):
+        src.concepts(["gull"])
+    assert len(endpoint.requests) == 2
+
+
+def test_auth_error_is_not_retried_and_the_key_is_redacted(endpoint, api_key, caplog, tmp_path):
+    endpoint.script = [("status", 401, json.dumps({"error": f"Incorrect API key provided: {KEY}"}).encode())]
+    cache = tmp_path / "expert.sqlite"
+    src = get_concept_source(_cfg(endpoint.url), cache)
+    with caplog.at_level(logging.DEBUG), pytest.raises(ExpertError) as err:
+        src.concepts(["gull"])
+    assert len(endpoint.requests) == 1
+    assert "HTTP 401" in str(err.value) and "SELFSYNTH_TEST_KEY" in str(err.value)
+    assert "[redacted]" in str(err.value) and KEY not in str(err.value) and KEY not in caplog.text
+
+
+def test_key_never_reaches_the_cache_file_or_logs(endpoint, api_key, caplog, tmp_path):
+    cache = tmp_path / "expert.sqlite"
+    endpoint.script = [("status", 500, KEY.encode())]
+    with caplog.at_level(logging.DEBUG):
+        src = get_concept_source(_cfg(endpoint.url), cache)
+        src.concepts(["gull", "tern"])
+    data = _cache_bytes(cache)
+    assert b"white wing bars" in data  # the answers are there ...
+    assert KEY.encode() not in data  # ... the key is not
+    assert all(KEY not in r.getMessage() for r in caplog.records)
+
+
+def test_missing_key_variable_is_a_clear_error(endpoint, monkeypatch):
+    monkeypatch.delenv("SELFSYNTH_TEST_KEY", raising=False)
+    with pytest.raises(ExpertError, match="SELFSYNTH_TEST_KEY"):
+        get_concept_source(_cfg(endpoint.url), None).concepts(["gull"])
+    assert endpoint.requests == []
+    # an endpoint without keys: api_key_env="" sends no Authorization header
+    get_concept_source(_cfg(endpoint.url, api_key_env=""), None).concepts(["gull"])
+    assert "Authorization" not in endpoint.requests[0]["headers"]
+
+
+def test_finished_labels_survive_a_failure(endpoint, api_key, tmp_path):
+    cache = tmp_path / "expert.sqlite"
+    endpoint.script = [("ok", GOOD), ("status", 500, b"down"), ("status", 500, b"down")]
+    with pytest.raises(ExpertError, match="'tern'"):
+        get_concept_source(_cfg(endpoint.url, max_retries=1), cache).concepts(["gull", "tern", "crow"])
+    assert len(endpoint.requests) == 3
+    rerun = get_concept_source(_cfg(endpoint.url), cache)
+    assert set(rerun.concepts(["gull", "tern", "crow"])) == {"gull", "tern", "crow"}
+    assert rerun.requests_made == 2  # gull came from the cache
+    asked = [r["body"]["messages"][0]["content"] for r in endpoint.requests[3:]]
+    assert ["tern" in a for a in asked] == [True, False] and "crow" in asked[1]
+
+
+def test_connection_refused_is_retried_then_reported(api_key):
+    ep = Endpoint()
+    url = ep.url
+    ep.close()  # nothing listens there any more
+    src = get_concept_source(_cfg(url, max_retries=1), None)
+    with pytest.raises(ExpertError, match="connection error"):
+        src.concepts(["gull"])
+    assert src.http_requests == 2
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def test_cli_fetch_writes_a_bank_and_reuses_the_cache(endpoint, api_key, tmp_path, capsys):
+    from selfsynth.cli import main
+
+    labels = tmp_path / "labels.txt"
+    labels.write_text("# birds\nScarlet Tanager\n\nCardinal\nCardinal\n")
+    out = tmp_path / "bank.json"
+    argv = [
+        "concepts",
+        "fetch",
+        "--source",
+        "openai",
+        "--labels-file",
+        str(labels),
+        "--out",
+        str(out),
+        f"openai.base_url={endpoint.url}",
+        "concepts.openai.api_key_env=SELFSYNTH_TEST_KEY",
+        "openai.backoff_s=0.01",
+    ]
+    assert main(argv) == 0
+    bank = json.loads(out.read_text())
+    assert list(bank) == ["Scarlet Tanager", "Cardinal"] and bank["Cardinal"][1] == "forked tail"
+    assert "2 new expert calls" in capsys.readouterr().out
+    assert (tmp_path / "expert.sqlite").is_file() and KEY.encode() not in _cache_bytes(
+        tmp_path / "expert.sqlite"
+    )
+    assert main(argv) == 0
+    assert "0 new expert calls" in capsys.readouterr().out
+    assert len(endpoint.requests) == 2
+
+
+def test_cli_fetch_errors_are_one_line(tmp_path, capsys):
+    from selfsynth.cli import main
+
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    assert main(["concepts", "fetch", "--labels-file", str(tmp_path / "empty.txt"), "--out", "x.json"]) == 2
+    assert "no labels" in capsys.readouterr().err
+    assert main(["concepts", "fetch", "--out", "x.json"]) == 2
+    assert "--labels-file" in capsys.readouterr().err
+    assert main(["concepts", "fetch", "--labels-file", "l.txt", "--out", "x.json", "openai.modle=x"]) == 2
+    assert "did you mean" in capsys.readouterr().err
