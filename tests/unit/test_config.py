@@ -36,7 +36,9 @@ def test_unknown_override_and_bad_type():
 
 
 def test_choices_and_required():
-    with pytest.raises(ConfigError, match=r"sample.negatives='class' is not one of .*did you mean 'class_rest'"):
+    with pytest.raises(
+        ConfigError, match=r"sample.negatives='class' is not one of .*did you mean 'class_rest'"
+    ):
         load_config(None, ["sample.negatives=class", "data.root=a", "model.path=b"])
     with pytest.raises(ConfigError, match="data.root is required"):
         load_config(None, ["model.path=b"])

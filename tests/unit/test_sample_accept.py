@@ -1,0 +1,51 @@
+import random
+
+from selfsynth.config import RunConfig
+from selfsynth.stages.context import Context
+from selfsynth.stages.sample import FALLBACK_QUESTION, accept
+from selfsynth.stages.synthesize import draw_questions
+
+
+def row(cands, ok, scores, label="Tern"):
+    return {
+        "id": "x#0",
+        "image": "/i.png",
+        "label": label,
+        "kind": "explain",
+        "question": "Why?",
+        "candidates": cands,
+        "names_label": ok,
+        "scores": scores,
+    }
+
+
+def test_filter_then_argmax():
+    r = row(["a", "b", "c"], [False, True, True], [9.0, 1.0, 2.0])
+    (qa,) = accept([r], "ours", "label")
+    assert qa.answer == "c"  # the best-scored among those naming the label, not the best overall
+    assert qa.question == "Why?"
+
+
+def test_fallback_label_and_drop():
+    r = row(["a", "b"], [False, False], [1.0, 2.0])
+    (qa,) = accept([r], "ours", "label")
+    assert (qa.question, qa.answer, qa.kind) == (FALLBACK_QUESTION, "This is an image of Tern.", "fallback")
+    assert accept([r], "ours", "drop") == []
+
+
+def test_nofilter_keeps_first_sample():
+    r = row(["a", "b"], [False, True], [1.0, 2.0])
+    (qa,) = accept([r], "nofilter", "label")
+    assert qa.answer == "a"
+
+
+def test_draw_questions_distinct_and_seeded():
+    cfg = RunConfig()
+    cfg.data.kind = "birds"
+    ctx = Context(cfg=cfg, run_dir=None, train=[], test=[], labels=[])  # type: ignore[arg-type]
+    a = draw_questions(ctx, random.Random(1), 8)
+    b = draw_questions(ctx, random.Random(1), 8)
+    assert a == b and len(set(a)) == 8
+    only = draw_questions(ctx, random.Random(2), 5, kinds=("explain", "cot"))
+    assert {k for k, _ in only} <= {"explain", "cot"}
+    assert all("species" in q or "bird" in q for _, q in a)
