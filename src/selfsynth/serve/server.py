@@ -1,0 +1,237 @@
+"""The FastAPI app: OpenAI chat completions (plain and streamed), model list, health, the web page.
+
+``create_app(backend, model_id=...)`` wraps any object with ``generate`` and ``chat`` (the VLM, or
+a test double), so the HTTP layer is tested without a model and the model without HTTP.
+``ServerThread`` runs the app under uvicorn on a background thread (tests, benchmarks).
+Every error leaves as OpenAI's JSON error shape so existing clients raise their usual exceptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException
+
+from selfsynth.serve.batcher import Backend, Batcher
+from selfsynth.serve.evidence import EvidenceFinder
+from selfsynth.serve.page import PAGE
+from selfsynth.serve.protocol import (
+    ApiError,
+    ChatRequest,
+    Limits,
+    chunks,
+    completion,
+    completion_id,
+    error_body,
+    parse_request,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _error(
+    status: int, message: str, *, code: str | None, type: str = "invalid_request_error"
+) -> JSONResponse:  # noqa: A002
+    return JSONResponse(error_body(message, type=type, code=code), status_code=status)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it passes ``limit`` bytes (declared or streamed)."""
+    too_big = ApiError(
+        413,
+        f"request body is larger than {limit // (1 << 20)} MB (set by --max-body-mb); send a smaller image",
+        code="body_too_large",
+    )
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_big
+    data = bytearray()
+    async for part in request.stream():
+        data += part
+        if len(data) > limit:
+            raise too_big
+    return bytes(data)
+
+
+class _Counter:
+    """Token counts for ``usage``: the tokenizer's when the backend has one, whitespace words otherwise.
+
+    The prompt count covers the text of the conversation, not the image tokens. It uses a private
+    copy of the tokenizer: the model thread changes the shared one's padding settings mid-call, and
+    a Rust tokenizer used from two threads at once fails ("Already borrowed").
+    """
+
+    def __init__(self, backend: Any) -> None:
+        processor = getattr(backend, "processor", None)
+        tokenizer = getattr(processor, "tokenizer", None)
+        try:
+            self.tokenizer = copy.deepcopy(tokenizer)
+        except Exception:  # an uncopyable tokenizer: fall back to word counts rather than risk a race
+            log.warning("cannot copy the tokenizer; usage counts whitespace-separated words")
+            self.tokenizer = None
+
+    def __call__(self, text: str) -> int:
+        if self.tokenizer is None:
+            return len(text.split())
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def create_app(
+    backend: Backend,
+    *,
+    model_id: str,
+    concepts: Mapping[str, Sequence[str]] | None = None,
+    limits: Limits | None = None,
+    max_batch: int = 8,
+    wait_ms: float = 5.0,
+) -> FastAPI:
+    """The server around ``backend``; ``concepts`` ({label: [phrases]}) enables the evidence fields."""
+    limits = limits or Limits()
+    batcher = Batcher(backend, max_batch=max_batch, wait_ms=wait_ms)
+    finder = EvidenceFinder(concepts)
+    count = _Counter(backend)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher.start()
+        try:
+            yield
+        finally:
+            await batcher.stop()
+
+    app = FastAPI(title="selfsynth", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.batcher, app.state.finder, app.state.limits = batcher, finder, limits
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), code=str(exc.status_code))
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(PAGE)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "model": model_id,
+            "concepts": len(finder.phrases),
+            "max_batch": max_batch,
+            "pending": batcher.pending,
+            **batcher.stats.as_dict(),
+        }
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [_model_card(model_id)]}
+
+    @app.get("/v1/models/{name:path}")
+    async def model(name: str) -> dict[str, Any]:
+        if name != model_id:
+            raise ApiError(
+                404,
+                f"The model '{name}' does not exist; this server serves '{model_id}'",
+                code="model_not_found",
+            )
+        return _model_card(model_id)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        with batcher.arriving():
+            raw = await _read_body(request, limits.max_body_bytes)
+            try:
+                body = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise ApiError(400, "the request body is not valid JSON", code="invalid_json") from None
+            # Decoding a large image takes a while: keep it off the event loop.
+            req = await asyncio.to_thread(parse_request, body, limits, model_id)
+        try:
+            answer = await batcher.submit(req.image, req.messages, req.params)
+        except Exception as e:
+            log.exception("generation failed")
+            return _error(
+                500,
+                f"generation failed: {type(e).__name__}: {e}",
+                code="generation_failed",
+                type="server_error",
+            )
+        return _respond(req, answer)
+
+    def _respond(req: ChatRequest, answer: str):
+        cid = completion_id()
+        completion_tokens = count(answer)
+        finish = "length" if completion_tokens >= req.params.max_new_tokens else "stop"
+        prompt_tokens = sum(count(m["content"]) for m in req.messages)
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        ev = finder(answer)
+        extra = {
+            "evidence": ev.cited,
+            "evidence_detail": ev.detail(),
+            "evidence_segments": ev.segments_json(),
+        }
+        if not req.stream:
+            return completion(cid, req.model, answer, finish, usage, extra)
+        events = chunks(cid, req.model, answer, finish, usage if req.include_usage else None, extra)
+
+        async def sse():
+            for event in events:
+                yield f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    return app
+
+
+def _model_card(model_id: str) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": "selfsynth"}
+
+
+class ServerThread:
+    """Run an app under uvicorn on a background thread: ``with ServerThread(app) as s: s.url``."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning") -> None:
+        import uvicorn
+
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on", access_log=False)
+        )
+        self.host = host
+        self.port = port
+        self._thread = threading.Thread(target=self.server.run, name="selfsynth-uvicorn", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def __enter__(self) -> ServerThread:
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start (see the log above)")
+            time.sleep(0.02)
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout=30)

@@ -1,0 +1,78 @@
+"""``selfsynth serve``: flags, defaults (localhost), model naming, concept discovery; uvicorn is stubbed."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+
+from selfsynth.cli import build_parser, main
+from selfsynth.commands import serve as serve_cmd
+
+
+class Echo:
+    def generate(self, images, prompts, **kw):
+        return [[f"echo {p}"] for p in prompts]
+
+    def chat(self, image, messages, **kw):
+        return "echo " + messages[-1]["content"]
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    seen = {}
+
+    def fake_run(app, **kw):
+        seen["app"], seen["kw"] = app, kw
+
+    monkeypatch.setattr("uvicorn.run", fake_run)
+    return seen
+
+
+def test_defaults_bind_localhost_and_pass_limits(tmp_path, captured, capsys):
+    model = tmp_path / "runs" / "birds" / "round_3" / "finetune" / "merged"
+    model.mkdir(parents=True)
+    (tmp_path / "runs" / "birds" / "concepts").mkdir()
+    (tmp_path / "runs" / "birds" / "concepts" / "concepts.json").write_text(
+        json.dumps({"Finch": ["red crown"]})
+    )
+    args = build_parser().parse_args(["serve", str(model), "--max-new-tokens", "16", "--max-body-mb", "0.5"])
+    assert serve_cmd.run(args, backend=Echo()) == 0
+    assert captured["kw"]["host"] == "127.0.0.1" and captured["kw"]["port"] == 8000
+    assert "birds-round_3" in capsys.readouterr().out
+    app = captured["app"]
+    assert app.state.limits.max_new_tokens == 16 and app.state.limits.max_body_bytes == 1 << 19
+    with TestClient(app) as client:
+        assert client.get("/v1/models").json()["data"][0]["id"] == "birds-round_3"
+        assert client.get("/health").json()["concepts"] == 1
+        page = client.get("/")
+        assert page.status_code == 200 and "<script>" in page.text and "/v1/chat/completions" in page.text
+        assert not re.search(
+            r"""(src|href)\s*=\s*["']?(https?:)?//|@import|url\(""", page.text
+        )  # works offline
+
+
+def test_model_name_forms(tmp_path):
+    assert serve_cmd.model_name(tmp_path / "my-model") == "my-model"
+    assert serve_cmd.model_name(tmp_path / "r" / "round_2" / "finetune" / "merged") == "r-round_2"
+    assert serve_cmd.model_name(tmp_path / "demo" / "merged") == "demo-merged"
+
+
+@pytest.mark.parametrize(
+    "flags", [["--max-batch", "0"], ["--max-new-tokens", "0"], ["--port", "70000"], ["--max-body-mb", "0"]]
+)
+def test_bad_flags_are_exit_2(tmp_path, captured, capsys, flags):
+    assert main(["serve", str(tmp_path), *flags]) == 2
+    assert "error" in capsys.readouterr().err and "app" not in captured
+
+
+def test_missing_explicit_concepts_file_is_exit_2(tmp_path, captured, capsys):
+    assert main(["serve", str(tmp_path), "--concepts", str(tmp_path / "none.json")]) == 2
+    assert "none.json" in capsys.readouterr().err
+
+
+def test_missing_model_is_exit_2(tmp_path, captured, capsys):
+    assert main(["serve", str(tmp_path / "nowhere")]) == 2
+    assert "model directory not found" in capsys.readouterr().err
