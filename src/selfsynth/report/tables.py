@@ -1,0 +1,209 @@
+"""Result tables in the paper's layout, as plain data that renders to markdown or HTML.
+
+Headline table: one row per method (Base, NL, L+GE, Ours, No filtering; a run holds one method
+plus its base model, ``compare`` merges runs), with the final round's accuracy (substring /
+strict), EE, CS, FS, grounding precision / recall / hallucination and general ability. Runs that
+differ only in ``name`` and ``seed`` also get a "mean ± sd" row. A second table gives accuracy
+per round, a third every metric per round of each run.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from selfsynth.report.load import METHOD_ORDER, RunData
+
+DASH = "–"
+
+
+@dataclass
+class Table:
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    note: str = ""
+
+
+def pct(v: Any) -> str:
+    return f"{100 * v:.1f}" if isinstance(v, (int, float)) else DASH
+
+
+def two(v: Any) -> str:
+    return f"{v:.2f}" if isinstance(v, (int, float)) else DASH
+
+
+def one(v: Any) -> str:
+    return f"{v:.1f}" if isinstance(v, (int, float)) else DASH
+
+
+# (column header, metrics key, formatter); the headline columns, in the paper's order.
+COLUMNS: list[tuple[str, str, Callable[[Any], str]]] = [
+    ("Acc. sub. %", "acc_substring", pct),
+    ("Acc. strict %", "acc_strict", pct),
+    ("EE", "ee", two),
+    ("CS", "cs", two),
+    ("FS (ppl)", "fs", one),
+    ("Ground. P", "ground_precision", two),
+    ("Ground. R", "ground_recall", two),
+    ("Halluc.", "halluc_rate", two),
+    ("General %", "general_vqa", pct),
+]
+
+
+def _cells(m: dict[str, Any] | None) -> list[str]:
+    return [f(m.get(k)) if m else DASH for _, k, f in COLUMNS]
+
+
+def _order(run: RunData) -> tuple[int, str]:
+    pos = METHOD_ORDER.index(run.method) if run.method in METHOD_ORDER else len(METHOD_ORDER)
+    return pos, run.name
+
+
+def run_labels(runs: Sequence[RunData]) -> dict[str, str]:
+    """Row label per run dir: the method's name, plus the run name where a method repeats."""
+    count: dict[str, int] = {}
+    for r in runs:
+        count[r.method] = count.get(r.method, 0) + 1
+    return {
+        str(r.dir): r.method_name if count[r.method] == 1 else f"{r.method_name} ({r.name})" for r in runs
+    }
+
+
+def _group_key(run: RunData) -> str:
+    cfg = {k: v for k, v in run.config.items() if k not in ("name", "seed")}
+    return run.method + json.dumps(cfg, sort_keys=True, default=str)
+
+
+def _mean_sd(values: list[float], fmt: Callable[[Any], str]) -> str:
+    if not values:
+        return DASH
+    if len(values) == 1:
+        return fmt(values[0])
+    return f"{fmt(statistics.mean(values))} ± {fmt(statistics.stdev(values))}"
+
+
+def headline(runs: Sequence[RunData]) -> Table:
+    runs = sorted(runs, key=_order)
+    labels = run_labels(runs)
+    rows: list[list[str]] = []
+    bases = [r for r in runs if r.base]
+    distinct = {
+        json.dumps([r.base.get("acc_substring"), r.base.get("acc_strict"), r.base.get("n")]) for r in bases
+    }
+    if len(distinct) == 1:
+        rows.append(["Base", *_cells(bases[0].base)])
+    else:
+        rows.extend([f"Base ({r.name})", *_cells(r.base)] for r in bases)
+    for r in runs:
+        rnd = r.final.get("round") if r.final else None
+        rows.append([labels[str(r.dir)] + (f" R{rnd}" if rnd else ""), *_cells(r.final)])
+    groups: dict[str, list[RunData]] = {}
+    for r in runs:
+        if r.final:
+            groups.setdefault(_group_key(r), []).append(r)
+    for members in groups.values():
+        if len(members) > 1:
+            cells = []
+            for _, key, fmt in COLUMNS:
+                vals = [m.final[key] for m in members if isinstance(m.final.get(key), (int, float))]
+                scale = 100.0 if fmt is pct else 1.0
+                cells.append(_mean_sd([v * scale for v in vals], one if fmt is pct else fmt))
+            rows.append([f"{members[0].method_name} (mean ± sd, {len(members)} runs)", *cells])
+    return Table(
+        "Results (final round; Base = the untuned model)",
+        ["Method", *[c for c, _, _ in COLUMNS]],
+        rows,
+        note="Acc. sub. = label substring (paper / Finer rule); strict = first affirmative class mention. "
+        "EE, CS, P, R, Halluc. in 0..1; FS = perplexity, lower is better. See docs/metrics.md.",
+    )
+
+
+def accuracy_per_round(runs: Sequence[RunData]) -> Table:
+    runs = sorted(runs, key=_order)
+    labels = run_labels(runs)
+    last = max((m["round"] for r in runs for m in r.rounds), default=0)
+    rows = []
+    for r in runs:
+        by_round = {m["round"]: m for m in r.rounds}
+        cells = [_acc_pair(r.base)] + [_acc_pair(by_round.get(k)) for k in range(1, last + 1)]
+        rows.append([labels[str(r.dir)], *cells])
+    return Table(
+        "Accuracy per round, % (substring / strict)",
+        ["Method", "Base", *[f"R{k}" for k in range(1, last + 1)]],
+        rows,
+    )
+
+
+def _acc_pair(m: dict[str, Any] | None) -> str:
+    if not m or "acc_substring" not in m:
+        return DASH
+    return f"{pct(m.get('acc_substring'))} / {pct(m.get('acc_strict'))}"
+
+
+def per_round(run: RunData) -> Table:
+    rows = []
+    for m in ([run.base] if run.base else []) + run.rounds:
+        name = f"R{m['round']}" if "round" in m else "Base"
+        pairs = m.get("train_pairs")
+        rows.append([name, *_cells(m), str(pairs) if pairs is not None else DASH])
+    return Table(
+        f"Every metric per round: {run.method_name} ({run.name})",
+        ["Round", *[c for c, _, _ in COLUMNS], "Train pairs"],
+        rows,
+    )
+
+
+def general_table(runs: Sequence[RunData]) -> Table | None:
+    rows = [
+        [r.name, g.get("name", ""), str(g.get("model", "")), pct(g.get("accuracy")), str(g.get("n", DASH))]
+        for r in runs
+        for g in r.general
+    ]
+    if not rows:
+        return None
+    return Table(
+        "General-ability benchmarks (selfsynth eval general)",
+        ["Run", "Benchmark", "Model", "Acc. %", "n"],
+        rows,
+    )
+
+
+def per_class_table(metrics: dict[str, Any] | None, limit: int = 0) -> Table | None:
+    per = (metrics or {}).get("per_class")
+    if not isinstance(per, dict) or not per:
+        return None
+    items = sorted(per.items(), key=lambda kv: (kv[1].get("acc_strict", 0.0), kv[0]))
+    if limit:
+        items = items[:limit]
+    rows = [[c, str(v.get("n", "")), pct(v.get("acc_substring")), pct(v.get("acc_strict"))] for c, v in items]
+    return Table(
+        "Per-class accuracy, final round (worst first)", ["Class", "n", "Acc. sub. %", "Acc. strict %"], rows
+    )
+
+
+def _md_cell(s: str) -> str:
+    return s.replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(t: Table) -> str:
+    lines = [f"### {t.title}", "", "| " + " | ".join(_md_cell(h) for h in t.header) + " |"]
+    lines.append("|" + "|".join(["---"] + ["---:"] * (len(t.header) - 1)) + "|")
+    lines.extend("| " + " | ".join(_md_cell(c) for c in row) + " |" for row in t.rows)
+    if t.note:
+        lines += ["", t.note]
+    return "\n".join(lines) + "\n"
+
+
+def to_html(t: Table, escape: Callable[[str], str] = html.escape) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in t.header)
+    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in t.rows)
+    note = f'<p class="note">{escape(t.note)}</p>' if t.note else ""
+    return (
+        f'<h3>{escape(t.title)}</h3><table class="results"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table>{note}"
+    )

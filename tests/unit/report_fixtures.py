@@ -1,0 +1,141 @@
+"""A fabricated run directory (results, metrics, samples, concepts, Z*, tiny PNGs) for the report tests."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+from PIL import Image
+
+from selfsynth.metrics import answer_metrics
+from selfsynth.metrics_grounding import cite_phrases
+
+BANK = {
+    "Red Finch": ["red crown", "conical beak", "white wing bars"],
+    "Blue Tit": ["blue crown", "black mask", "yellow breast"],
+}
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+def make_run(
+    root: Path, name: str = "demo", method: str = "ours", seed: int = 0, rounds: int = 2, shift: float = 0.0
+):
+    """Write a run as the pipeline would; returns its directory. ``shift`` varies the numbers per seed."""
+    run = root / name
+    (run / "images").mkdir(parents=True)
+    answers = {
+        0: ["This is an image of a bird.", "A bird with a blue crown.", "A small bird."],
+        1: [
+            "This is a Red Finch: red crown and a conical beak.",
+            "A Blue Tit with a black mask and a red crown. See http://example.org",
+            "This is a Red Finch with white wing bars.",
+        ],
+    }
+    labels = ["Red Finch", "Blue Tit", "Red Finch"]
+    visible = [["red crown", "conical beak"], ["black mask"], ["white wing bars"]]
+    for i, color in enumerate([(200, 30, 30), (30, 30, 200), (180, 40, 40)]):
+        Image.new("RGB", (32, 24), color).save(run / "images" / f"t{i}.png")
+        Image.new("RGB", (16, 16), color).save(run / "images" / f"train{i}.png")
+    config = {
+        "name": name,
+        "method": method,
+        "seed": seed,
+        "rounds": rounds,
+        "data": {"format": "world", "root": str(root / "world"), "kind": "birds"},
+        "model": {"path": "models/tiny"},
+        "concepts": {"openai": {"base_url": "https://api.example.com/v1"}},
+    }
+    results = {"name": name, "method": method, "config": config, "rounds": []}
+    for stage in ["base", *[f"round_{r}" for r in range(1, rounds + 1)]]:
+        rows = [
+            {
+                "id": f"t{i}",
+                "image": str(run / "images" / f"t{i}.png"),
+                "label": labels[i],
+                "question": "What is the species of this bird? Explain why.",
+                "answer": answers[0 if stage == "base" else 1][i],
+                "visible_concepts": visible[i],
+            }
+            for i in range(3)
+        ]
+        metrics = answer_metrics(rows, labels=list(BANK), bank=BANK, grounding=True, citer=cite_phrases)
+        metrics.update(name=stage, general_vqa=0.5 + shift, general_n=10)
+        if stage != "base":
+            metrics["acc_substring"] = min(1.0, metrics["acc_substring"] - 0.1 / int(stage[-1]) + shift)
+        d = run / stage / "evaluate"
+        d.mkdir(parents=True)
+        (d / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        (d / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+        if stage == "base":
+            results["base"] = metrics
+        else:
+            results["rounds"].append({"round": int(stage[-1]), **metrics, "train_pairs": 24})
+    results["final_model"] = str(run / f"round_{rounds}" / "finetune" / "merged")
+    results["seconds"] = 12.5
+    (run / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    (run / "concepts").mkdir()
+    (run / "concepts" / "concepts.json").write_text(json.dumps(BANK), encoding="utf-8")
+    sel = [
+        {
+            "id": f"train{i}",
+            "label": lab,
+            "selected": BANK[lab][:2],
+            "scores": {c: -1.5 + j for j, c in enumerate(BANK[lab])},
+        }
+        for i, lab in enumerate(labels)
+    ]
+    (run / "concepts" / "selection.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in sel), encoding="utf-8"
+    )
+    syn = run / "round_1" / "synthesize"
+    syn.mkdir(parents=True)
+    pairs = [{"id": f"train{i}#0", "image": str(run / "images" / f"train{i}.png")} for i in range(3)]
+    (syn / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs), encoding="utf-8")
+    return run
+
+
+class Checker(HTMLParser):
+    """Well-formed nesting of non-void tags, data-URI images only."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+        self.errors: list[str] = []
+        self.images: list[str] = []
+        self.tags: dict[str, int] = {}
+
+    def handle_starttag(self, tag, attrs):
+        self.tags[tag] = self.tags.get(tag, 0) + 1
+        if tag == "img":
+            src = dict(attrs).get("src") or ""
+            self.images.append(src)
+            if not src.startswith("data:image/"):
+                self.errors.append(f"img src is not a data URI: {src[:40]}")
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag, attrs):
+        self.tags[tag] = self.tags.get(tag, 0) + 1
+        if tag == "img":
+            self.handle_starttag(tag, attrs)
+            if tag not in VOID:
+                self.stack.pop()
+
+    def handle_endtag(self, tag):
+        if tag in VOID:
+            return
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes <{self.stack[-1] if self.stack else 'nothing'}>")
+            return
+        self.stack.pop()
+
+
+def check_html(text: str) -> Checker:
+    assert "http://" not in text and "https://" not in text
+    c = Checker()
+    c.feed(text)
+    c.close()
+    assert not c.errors, c.errors[:5]
+    assert not c.stack, f"unclosed: {c.stack}"
+    return c

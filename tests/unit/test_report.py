@@ -1,0 +1,119 @@
+"""The report of one run and the comparison of several, on fabricated run directories."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from report_fixtures import check_html, make_run
+
+from selfsynth.cli import main
+from selfsynth.errors import SelfsynthError
+from selfsynth.report import compare_runs, write_report
+from selfsynth.report.load import load_run
+from selfsynth.report.plots import Series, line_chart
+
+
+def test_write_report_tables_and_html(tmp_path):
+    run = make_run(tmp_path)
+    out = write_report(run)
+    md = (run / "results.md").read_text(encoding="utf-8")
+    page = (run / "report.html").read_text(encoding="utf-8")
+    assert out["rounds"] == 2 and out["report_html"].endswith("report.html")
+    header, rows = out["table"]["header"], out["table"]["rows"]
+    assert (
+        header[:3] == ["Method", "Acc. sub. %", "Acc. strict %"]
+        and "Halluc." in header
+        and "FS (ppl)" in header
+    )
+    assert [r[0] for r in rows] == ["Base", "Ours R2"]
+    final = json.loads((run / "round_2" / "evaluate" / "metrics.json").read_text())
+    ours = dict(zip(header, rows[1], strict=True))
+    assert ours["Acc. strict %"] == f"{100 * final['acc_strict']:.1f}"
+    assert ours["EE"] == f"{final['ee']:.2f}" and ours["General %"] == "50.0"
+    assert ours["Ground. P"] == f"{final['ground_precision']:.2f}" and ours["FS (ppl)"] == "–"
+    assert "| Ours R2 |" in md and "Accuracy per round" in md and "| R1 |" in md
+
+    c = check_html(page)
+    assert c.tags.get("svg", 0) >= 2  # accuracy and explanation charts
+    assert len(c.images) == 6  # 3 test answers + 3 training images with Z*
+    assert 'class="confusion"' in page
+    assert '<mark class="good"' in page and '<mark class="bad"' in page  # visible vs hallucinated
+    assert "chip bad" in page and "red crown" in page
+    assert "base model" in page  # before/after for the same image
+    assert "Z*" in page and "conical beak" in page
+    assert "example.org" in page  # a URL a model wrote is shown, but defused
+
+
+def test_report_is_cheap_to_regenerate_and_handles_missing_images(tmp_path):
+    run = make_run(tmp_path)
+    shutil.rmtree(run / "images")
+    write_report(run)
+    c = check_html((run / "report.html").read_text(encoding="utf-8"))
+    assert c.images == [] and "image not available" in (run / "report.html").read_text(encoding="utf-8")
+
+
+def test_run_in_progress_without_results_json(tmp_path):
+    run = make_run(tmp_path, rounds=3)
+    data = json.loads((run / "results.json").read_text())
+    data["rounds"] = data["rounds"][:1]  # results.json lags behind the evaluate folders
+    (run / "results.json").write_text(json.dumps(data))
+    assert [m["round"] for m in load_run(run).rounds] == [1, 2, 3]
+    (run / "results.json").unlink()
+    loaded = load_run(run)
+    assert loaded.base is not None and len(loaded.rounds) == 3 and loaded.name == "demo"
+    write_report(run)
+    check_html((run / "report.html").read_text(encoding="utf-8"))
+
+
+def test_not_a_run_directory(tmp_path):
+    with pytest.raises(SelfsynthError, match="no such run directory"):
+        write_report(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SelfsynthError, match="is this a run directory"):
+        write_report(tmp_path / "empty")
+
+
+def test_compare_methods_and_seeds(tmp_path):
+    a = make_run(tmp_path, "ours_s0", "ours", seed=0)
+    b = make_run(tmp_path, "ours_s1", "ours", seed=1, shift=0.05)
+    nl = make_run(tmp_path, "nl", "nl", rounds=1)
+    out = compare_runs([b, nl, a], tmp_path / "cmp")
+    labels = [r[0] for r in out["table"]["rows"]]
+    assert labels[0] == "Base"
+    assert labels[1] == "NL R1"  # paper order: Base, NL, L+GE, Ours, No filtering
+    assert "Ours (ours_s0) R2" in labels and "Ours (ours_s1) R2" in labels
+    mean_row = next(r for r in out["table"]["rows"] if r[0].startswith("Ours (mean ± sd, 2 runs)"))
+    assert "±" in mean_row[1]
+    md = (tmp_path / "cmp" / "compare.md").read_text(encoding="utf-8")
+    assert "mean ± sd" in md
+    c = check_html((tmp_path / "cmp" / "compare.html").read_text(encoding="utf-8"))
+    assert c.tags.get("svg", 0) >= 3
+    with pytest.raises(SelfsynthError, match="given twice"):
+        compare_runs([a, a], tmp_path / "cmp2")
+
+
+def test_cli_report_and_compare(tmp_path, capsys):
+    a = make_run(tmp_path, "a")
+    b = make_run(tmp_path, "b", "nofilter")
+    assert main(["report", str(a)]) == 0
+    printed = capsys.readouterr().out
+    assert "Ours R2" in printed and "report.html" in printed
+    assert main(["compare", str(a), str(b), "--out", str(tmp_path / "c"), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [r[0] for r in data["table"]["rows"]][-1] == "No filtering R2"
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert "no such run directory" in capsys.readouterr().err
+
+
+def test_line_chart_svg():
+    svg = line_chart(
+        [Series("a", [(0, 0.1), (1, 0.5), (2, 0.9)]), Series("b", [(1, 0.3)], dashed=True)],
+        title="t <x>",
+        x_labels={0: "Base", 1: "R1", 2: "R2"},
+        y_range=(0, 1),
+    )
+    assert svg.startswith("<svg") and svg.endswith("</svg>") and "t &lt;x&gt;" in svg
+    assert svg.count("<circle") == 4 and "stroke-dasharray" in svg and "xmlns" not in svg
+    assert "no data" in line_chart([Series("a", [])], title="empty")
