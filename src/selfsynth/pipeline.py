@@ -67,10 +67,10 @@ def run(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True) -> dict[s
     )
 
     results: dict[str, Any] = {"name": cfg.name, "method": cfg.method, "config": to_dict(cfg), "rounds": []}
-    results["base"] = run_evaluate(ctx, "base", base, base_fp)
+    bank, concepts_fp = run_concepts(ctx)
+    results["base"] = run_evaluate(ctx, "base", base, bank, base_fp, concepts_fp)
     _save(run_dir, results)
 
-    bank, concepts_fp = run_concepts(ctx)
     selected: dict[str, list[str]] = {}
     select_fp = ""
     if cfg.method in ("ours", "nofilter"):  # nl needs no concepts, lge uses all of Z_c
@@ -88,7 +88,7 @@ def run(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True) -> dict[s
             )
         ctx.release_vlm()
         model, model_fp = run_finetune(ctx, rnd, model, pairs, data_stage_fp, model_fp)
-        metrics = run_evaluate(ctx, f"round_{rnd}", model, model_fp)
+        metrics = run_evaluate(ctx, f"round_{rnd}", model, bank, model_fp, concepts_fp)
         metrics["train_pairs"] = len(pairs)
         results["rounds"].append({"round": rnd, **metrics})
         results["final_model"] = model
@@ -96,6 +96,9 @@ def run(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True) -> dict[s
     ctx.release_vlm()
     results["seconds"] = round(time.time() - t0, 1)
     _save(run_dir, results)
+    from selfsynth.report import write_report
+
+    write_report(run_dir)
     return results
 
 

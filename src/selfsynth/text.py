@@ -9,6 +9,7 @@ mentions are skipped) must be the true one. The synthesis filters use the strict
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -91,6 +92,13 @@ def _is_negated(words: list[str], start: int) -> bool:
             break
         j -= 1
     return False
+
+
+@functools.lru_cache(maxsize=64)
+def _names(labels: tuple[str, ...]) -> tuple[tuple[tuple[str, ...], str], ...]:
+    """Normalised class names, longest first (cached: the same label list is matched many times)."""
+    norm = {normalize(lab): lab for lab in labels if normalize(lab)}
+    return tuple((tuple(k.split()), v) for k, v in sorted(norm.items(), key=lambda kv: -len(kv[0])))
 
 
 def mentions(answer: str, labels: Sequence[str]) -> list[Mention]:

@@ -55,6 +55,7 @@ class EfficientNetTower(PreTrainedModel):
             self._load_bundled_weights()
         if config.frozen:
             self.requires_grad_(False)
+            self.net.eval()
         self.post_init()
 
     def _load_bundled_weights(self) -> None:

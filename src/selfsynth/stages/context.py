@@ -31,6 +31,7 @@ class Context:
     _vlm: Any = field(default=None, init=False, repr=False)
     _vlm_path: str = field(default="", init=False, repr=False)
     _encoder: Any = field(default=None, init=False, repr=False)
+    _fluency: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.pools = pools_for(self.cfg.data.kind)
@@ -87,3 +88,12 @@ class Context:
                 prefix=e.prefix,
             )
         return self._encoder
+
+    def fluency(self):
+        if self._fluency is None:
+            from selfsynth.models.fluency import FluencyScorer
+
+            self._fluency = FluencyScorer(
+                self.cfg.evaluate.fluency_model, cache_dir=self.cache_dir / "fluency"
+            )
+        return self._fluency

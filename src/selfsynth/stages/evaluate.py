@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from selfsynth.io import iter_jsonl, read_json, write_json, write_jsonl
-from selfsynth.metrics import accuracy, parse_letter
+from selfsynth.metrics import answer_metrics, parse_letter
 from selfsynth.prompts import vqa_prompt
 from selfsynth.records import Example
 from selfsynth.runs import Stage, chunk_seed, stage_fp
@@ -39,7 +39,9 @@ def _general_items(ctx: Context, test_images: set[str]) -> list[dict[str, Any]]:
     return [r for _, r in iter_jsonl(root / "vqa.jsonl") if str((root / r["image"]).resolve()) in test_images]
 
 
-def run_evaluate(ctx: Context, name: str, model_path: str, *inputs_fp: str) -> dict[str, Any]:
+def run_evaluate(
+    ctx: Context, name: str, model_path: str, bank: dict[str, list[str]], *inputs_fp: str
+) -> dict[str, Any]:
     """Evaluate ``model_path``; ``name`` is ``base`` or ``round_<r>``. Returns the metrics."""
     cfg = ctx.cfg.evaluate
     test = test_subset(ctx.test, cfg.max_test)
@@ -73,12 +75,17 @@ def run_evaluate(ctx: Context, name: str, model_path: str, *inputs_fp: str) -> d
         ]
 
     rows = stage.chunks(test, ctx.cfg.chunk_size, work, desc=f"evaluate {name}", progress=ctx.progress)
-    metrics: dict[str, Any] = {
-        "name": name,
-        "model": model_path,
-        "question": question,
-        **accuracy([r["answer"] for r in rows], [r["label"] for r in rows], ctx.labels),
-    }
+    metrics: dict[str, Any] = {"name": name, "model": model_path, "question": question}
+    metrics.update(
+        answer_metrics(
+            rows,
+            labels=ctx.labels,
+            bank=bank,
+            encoder=ctx.encoder(),
+            fluency=ctx.fluency() if cfg.fluency else None,
+            grounding=ctx.cfg.data.format == "world",
+        )
+    )
     if cfg.general:
         items = _general_items(ctx, {str(Path(e.image).resolve()) for e in test})
         if items:
