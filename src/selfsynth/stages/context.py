@@ -58,6 +58,7 @@ class Context:
             dtype=self.cfg.model.dtype,
             device=self.cfg.model.device,
             feature_cache=self.cfg.model.feature_cache,
+            feature_cache_dir=self.cache_dir / "features" if self.cfg.model.feature_cache else None,
         )
         self._vlm_path = path
         return self._vlm

@@ -1,0 +1,155 @@
+"""Shared-prefill decoding: encode each image + prompt once, then decode n continuations of it.
+
+``transformers.generate(num_return_sequences=n)`` expands the batch before the prefill, so the
+prompt (hundreds of image tokens on LLaVA) runs through the language model n times. Here the
+prefill runs once per prompt, its KV cache is repeated n times, and only the decode steps run on
+B x n rows; finished rows leave the batch. Sampling is inverse-CDF with one uniform number per
+(row, step) taken from a per-row seeded stream, so a sample depends on its seed key, not on
+which batch it landed in or how many other rows there were.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def _new_cache(model: nn.Module) -> Any:
+    from transformers import DynamicCache
+
+    try:
+        return DynamicCache(config=model.config.get_text_config(decoder=True))
+    except TypeError:
+        return DynamicCache()
+
+
+def _accepts(model: nn.Module, name: str) -> bool:
+    """Whether the underlying transformers model's forward takes ``name`` (seen through a peft wrapper)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return name in inspect.signature(base.forward).parameters
+
+
+def position_ids(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Position ids for a left-padded prompt batch, as ``generate`` would make them (M-RoPE included)."""
+    mask = inputs["attention_mask"]
+    prepare = getattr(model, "_prepare_position_ids_for_generation", None)
+    if prepare is not None:
+        kwargs = {k: v for k, v in inputs.items() if k not in ("pixel_values",)}
+        return prepare(inputs["input_ids"], kwargs)
+    pos = mask.long().cumsum(-1) - 1
+    return pos.masked_fill(mask == 0, 0)
+
+
+def uniforms(keys: Sequence[tuple[int, ...]], steps: int) -> torch.Tensor:
+    """``[len(keys), steps]`` uniforms in [0, 1), one independent seeded stream per key."""
+    return torch.from_numpy(np.stack([np.random.default_rng(list(k)).random(steps) for k in keys]))
+
+
+def pick(logits: torch.Tensor, u: torch.Tensor | None, temperature: float, top_p: float) -> torch.Tensor:
+    """Next token per row: argmax when greedy, else inverse-CDF sampling from the top-p nucleus."""
+    if u is None or temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    order = None
+    if top_p < 1.0:
+        probs, order = probs.sort(dim=-1, descending=True)
+        before = probs.cumsum(-1) - probs
+        probs = probs.masked_fill(before >= top_p, 0.0)  # keep the smallest prefix reaching top_p
+    cdf = probs.double().cumsum(-1)
+    x = u.to(cdf.device, torch.float64).unsqueeze(-1) * cdf[:, -1:]
+    idx = torch.searchsorted(cdf, x, right=True).clamp_max(cdf.shape[-1] - 1).squeeze(-1)
+    return idx if order is None else order.gather(-1, idx.unsqueeze(-1)).squeeze(-1)
+
+
+@torch.inference_mode()
+def decode(
+    model: nn.Module,
+    inputs: dict[str, torch.Tensor],
+    *,
+    n: int,
+    max_new_tokens: int,
+    eos_ids: set[int],
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    u: torch.Tensor | None = None,
+    share_prefill: bool = True,
+) -> list[list[int]]:
+    """Generated token ids (EOS excluded) for each of the B x n rows, prompt-major (row = b * n + j).
+
+    ``u`` holds the uniforms (``[B * n, max_new_tokens]``) for sampling; None means greedy.
+    ``share_prefill=False`` expands the prompt batch first, like ``num_return_sequences`` (for
+    benchmarks and tests: the samples are the same, only slower).
+    """
+    device = next(model.parameters()).device
+    inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+    pos = position_ids(model, inputs)
+    batch_dim = 1 if pos.ndim == 3 else 0
+    mask = inputs["attention_mask"]
+    rows = mask.shape[0]
+    if not share_prefill and n > 1:
+        inputs = _expand_prompts(inputs, n)
+        pos = pos.repeat_interleave(n, dim=batch_dim)
+        mask = inputs["attention_mask"]
+    cache = _new_cache(model)
+    cache_kw = "cache" if _accepts(model, "cache") else "past_key_values"
+    extra = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+    out = model(**inputs, position_ids=pos, use_cache=True, **{cache_kw: cache}, **extra)
+    logits = out.logits[:, -1].float()
+    del out
+    if share_prefill and n > 1:
+        cache.batch_repeat_interleave(n)
+        mask = mask.repeat_interleave(n, dim=0)
+        pos = pos.repeat_interleave(n, dim=batch_dim)
+        logits = logits.repeat_interleave(n, dim=0)
+    total = rows * n
+    alive = torch.arange(total, device=device)
+    results: list[list[int]] = [[] for _ in range(total)]
+    eos = torch.tensor(sorted(eos_ids), device=device, dtype=torch.long)
+    for step in range(max_new_tokens):
+        step_u = None if u is None else u[alive.cpu(), step]
+        nxt = pick(logits, step_u, temperature, top_p)
+        done = torch.isin(nxt, eos)
+        for r, t, d in zip(alive.tolist(), nxt.tolist(), done.tolist(), strict=True):
+            if not d:
+                results[r].append(t)
+        if step == max_new_tokens - 1 or bool(done.all()):
+            break
+        if bool(done.any()):
+            keep = (~done).nonzero().squeeze(-1)
+            cache.batch_select_indices(keep)
+            alive, nxt, mask = alive[keep], nxt[keep], mask[keep]
+            pos = pos.index_select(batch_dim, keep)
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=-1)
+        pos = torch.cat([pos, pos[..., -1:] + 1], dim=-1)
+        out = model(
+            input_ids=nxt.unsqueeze(-1),
+            attention_mask=mask,
+            position_ids=pos[..., -1:],
+            use_cache=True,
+            **{cache_kw: cache},
+        )
+        logits = out.logits[:, -1].float()
+        del out
+    return results
+
+
+def _expand_prompts(inputs: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
+    """Repeat every prompt n times, image tensors included (flattened-patch layouts by image)."""
+    rows = inputs["input_ids"].shape[0]
+    out = {}
+    for k, v in inputs.items():
+        if not torch.is_tensor(v):
+            out[k] = v
+        elif k == "pixel_values" and "image_grid_thw" in inputs:
+            sizes = inputs["image_grid_thw"].prod(-1).tolist()
+            out[k] = torch.cat([c for c in torch.split(v, sizes) for _ in range(n)])
+        elif v.shape[:1] == (rows,):
+            out[k] = v.repeat_interleave(n, dim=0)
+        else:
+            out[k] = v
+    return out

@@ -1,0 +1,50 @@
+"""Pick the device and dtype a model runs on: bf16 on CUDA, fp32 on CPU, one GPU per process.
+
+``"auto"`` means the fastest setting that keeps training stable on the hardware found. Under
+``accelerate launch`` each process sees its ``LOCAL_RANK`` and takes that GPU.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from selfsynth.errors import ConfigError
+
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` -> ``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``; anything else is taken as is."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"model.device={device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"model.device={device!r} but CUDA is not available here; use model.device=auto or cpu"
+        )
+    return dev
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto`` -> bf16 on CUDA (fp16 when the GPU lacks bf16), fp32 elsewhere."""
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if dtype not in _DTYPES:
+        raise ConfigError(f"model.dtype={dtype!r} is not one of auto, {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]

@@ -1,0 +1,357 @@
+"""LoRA supervised fine-tuning of a VLM on (image, question, answer) records, under accelerate.
+
+One loop for a laptop and a cluster: ``accelerate launch`` gives several processes (DDP), a plain
+call gives one. Each optimizer step takes one global batch of ``cfg.batch_size`` examples
+(micro_batch_size x grad-accumulation x processes) from a seeded stream of epoch permutations;
+process r takes its contiguous slice. The loss is summed over answer + EOS tokens and divided by
+the number of such tokens in the whole global batch, so 1 process and N processes at the same
+global batch compute the same gradient. The vision tower is frozen (its features come from the
+feature cache), LoRA sits on the language model's linears, the projector trains in full.
+
+A checkpoint (adapter + optimizer + scheduler + step) is written every ``checkpoint_every`` steps;
+``resume=True`` continues from it and, because data order, augmentation and dropout are seeded
+per step, finishes with the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm import tqdm
+
+from selfsynth.errors import ConfigError, DataError
+from selfsynth.io import atomic_write_text, write_json
+from selfsynth.models.augment import augment
+from selfsynth.models.chat import IGNORE, answer_suffix, build_messages, encode, open_image
+
+log = logging.getLogger(__name__)
+
+
+def batch_for(
+    vlm: Any,
+    images: list[Image.Image],
+    questions: list[str],
+    answers: list[str],
+    max_length: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """A right-padded training batch whose labels cover only the answer and its EOS token."""
+    prompts = [vlm.prompt(q) for q in questions]
+    suffixes = [
+        answer_suffix(vlm.processor, build_messages(q), p, a)
+        for q, p, a in zip(questions, prompts, answers, strict=True)
+    ]
+    return encode(vlm.processor, images, prompts, suffixes, side="right", max_length=max_length)
+
+
+def token_loss(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device
+) -> tuple[torch.Tensor, int]:
+    """(sum of next-token cross-entropy over supervised positions, number of such positions)."""
+    labels = batch["labels"].to(device)
+    inputs = {k: v.to(device) for k, v in batch.items() if k != "labels" and torch.is_tensor(v)}
+    logits = model(**inputs, use_cache=False).logits[:, :-1].float()
+    target = labels[:, 1:]
+    loss = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE, reduction="sum"
+    )
+    return loss, int((target != IGNORE).sum())
+
+
+def _schedule(steps: int, warmup: int):
+    def factor(s: int) -> float:
+        if s < warmup:
+            return (s + 1) / (warmup + 1)
+        return max(0.0, (steps - s) / max(1, steps - warmup))
+
+    return factor
+
+
+def _stream(n: int, steps: int, global_batch: int, seed: int) -> np.ndarray:
+    """Example indices for every step: seeded epoch permutations, concatenated."""
+    need = steps * global_batch
+    epochs = math.ceil(need / n)
+    return np.concatenate([np.random.default_rng([seed, e]).permutation(n) for e in range(epochs)])[:need]
+
+
+def _plan(n: int, cfg: Any, world: int, micro: int) -> tuple[int, int, int]:
+    """(steps, grad-accumulation, global batch) for n examples."""
+    if cfg.batch_size < 1 or micro < 1 or cfg.epochs <= 0:
+        raise ConfigError("finetune.batch_size, finetune.micro_batch_size and finetune.epochs must be > 0")
+    accum = max(1, math.ceil(cfg.batch_size / (micro * world)))
+    global_batch = micro * accum * world
+    if global_batch != cfg.batch_size:
+        log.warning(
+            "global batch %d = %d micro x %d accumulation x %d processes (asked for %d)",
+            global_batch,
+            micro,
+            accum,
+            world,
+            cfg.batch_size,
+        )
+    steps = max(1, round(cfg.epochs * n / global_batch))
+    return steps, accum, global_batch
+
+
+def train_lora(
+    vlm: Any,
+    examples: list[Any],
+    cfg: Any,
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    progress: bool = True,
+    resume: bool = False,
+    checkpoint_every: int = 50,
+    max_steps: int | None = None,
+    micro_batch_size: int | None = None,
+    gradient_checkpointing: bool | None = None,
+) -> dict[str, Any]:
+    """Train a LoRA adapter (+ projector) on ``examples``; writes ``out_dir/adapter`` and ``train_log.jsonl``.
+
+    ``max_steps`` stops early (leaving a checkpoint, as a kill would); ``resume`` continues from
+    ``out_dir/checkpoint`` or returns the finished run's summary. On a GPU with a bf16/fp16
+    model, the trainable weights (LoRA, projector) train in fp32 under autocast while the frozen
+    base stays in half precision, and activations are recomputed (``gradient_checkpointing``,
+    default on for CUDA) to fit 7B models.
+    """
+    from accelerate import Accelerator
+    from peft import get_peft_model
+
+    from selfsynth.models.lora import lora_config, quiet_peft
+
+    if not examples:
+        raise DataError("no training examples: the synthesize/sample stage produced nothing to train on")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state_file = out / "train_state.json"
+    if resume and state_file.is_file() and (out / "adapter" / "adapter_config.json").is_file():
+        done = json.loads(state_file.read_text(encoding="utf-8"))
+        log.info("training in %s already finished; loading its adapter", out)
+        vlm.load_adapter(out / "adapter")
+        return done["summary"]
+    half = vlm.device.type == "cuda" and vlm.dtype in (torch.bfloat16, torch.float16)
+    precision = ("bf16" if vlm.dtype == torch.bfloat16 else "fp16") if half else "no"
+    acc = Accelerator(cpu=vlm.device.type == "cpu", mixed_precision=precision)
+    world, rank = acc.num_processes, acc.process_index
+    if acc.device != vlm.device:
+        vlm.model.to(acc.device)
+        vlm.device = acc.device
+    micro = micro_batch_size or cfg.micro_batch_size
+    steps, accum, global_batch = _plan(len(examples), cfg, world, micro)
+    order = _stream(len(examples), steps, global_batch, seed)
+    torch.manual_seed(seed)  # LoRA A matrices start random: same seed, same start
+    with quiet_peft():
+        model = get_peft_model(vlm.model, lora_config(vlm.model, cfg))
+    checkpointing = vlm.device.type == "cuda" if gradient_checkpointing is None else gradient_checkpointing
+    if checkpointing:
+        model.get_base_model().activation_checkpointing_enable({"use_reentrant": False})
+    params = [p for p in model.parameters() if p.requires_grad]
+    if half:  # fp32 master weights: a 1e-5 update vanishes in bf16
+        for p in params:
+            p.data = p.data.float()
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warmup = math.ceil(cfg.warmup_ratio * steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(steps, warmup))
+    ckpt = out / "checkpoint"
+    start, log_rows = 0, []
+    if resume and (ckpt / "state.json").is_file():
+        start, log_rows = _load_checkpoint(ckpt, model, opt, sched, steps, global_batch, len(examples), seed)
+    model, opt = acc.prepare(model, opt)
+    _train_mode(vlm, model)
+    if acc.is_main_process:
+        atomic_write_text(out / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in log_rows))
+    stop = steps if max_steps is None else min(steps, start + max_steps)
+    t0 = time.time()
+    bar = tqdm(range(start, stop), desc="finetune", disable=not (progress and acc.is_main_process))
+    # Augmented pixels are new every time: look them up, but do not fill the feature cache with them.
+    no_store = (
+        vlm.features.no_store() if (cfg.augment and vlm.features is not None) else contextlib.nullcontext()
+    )
+    with no_store:
+        for step in bar:
+            torch.manual_seed(seed * 1_000_003 + step * 101 + rank)  # dropout: reproducible after a resume
+            lo = step * global_batch + rank * micro * accum
+            idx = order[lo : lo + micro * accum]
+            batches = [
+                _micro_batch(vlm, examples, idx[k : k + micro], lo + k, cfg, seed)
+                for k in range(0, len(idx), micro)
+            ]
+            loss, n_tokens, norm, lr = _step(acc, model, params, opt, sched, batches, cfg.max_grad_norm)
+            row = {
+                "step": step + 1,
+                "loss": loss,
+                "lr": lr,
+                "tokens": n_tokens,
+                "grad_norm": norm,
+                "seconds": round(time.time() - t0, 3),
+            }
+            log_rows.append(row)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            if acc.is_main_process:
+                with open(out / "train_log.jsonl", "a", encoding="utf-8") as f:
+                    f.write(json.dumps(row) + "\n")
+            if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+                _save_checkpoint(
+                    acc, ckpt, model, opt, sched, step + 1, steps, global_batch, len(examples), seed
+                )
+    acc.wait_for_everyone()
+    if stop < steps:  # stopped early on purpose: leave a checkpoint to resume from
+        _save_checkpoint(acc, ckpt, model, opt, sched, stop, steps, global_batch, len(examples), seed)
+    peft_model = acc.unwrap_model(model)
+    if checkpointing:
+        peft_model.get_base_model().activation_checkpointing_disable()
+    summary = {
+        "steps": len(log_rows),
+        "loss_first": log_rows[0]["loss"] if log_rows else None,
+        "loss_last": log_rows[-1]["loss"] if log_rows else None,
+        "seconds": round(time.time() - t0, 3),
+        "examples": len(examples),
+        "global_batch": global_batch,
+        "processes": world,
+        "total_steps": steps,
+    }
+    if acc.is_main_process and stop == steps:
+        peft_model.save_pretrained(out / "adapter")
+        write_json(state_file, {"done": True, "summary": summary})
+        shutil.rmtree(ckpt, ignore_errors=True)
+    acc.wait_for_everyone()
+    if half:  # back to the model's dtype, so generation runs without autocast
+        for p in params:
+            p.data = p.data.to(vlm.dtype)
+    vlm.model = peft_model.eval()
+    return summary
+
+
+def _step(
+    acc: Any,
+    model: Any,
+    params: list[torch.nn.Parameter],
+    opt: Any,
+    sched: Any,
+    batches: list[Any],
+    max_grad_norm: float,
+) -> tuple[float, int, float | None, float]:
+    """One optimizer step over this process's micro-batches; (global loss, tokens, grad norm, lr).
+
+    Each micro-batch's summed token loss is divided by the answer tokens of the whole global
+    batch (all processes); DDP averages gradients over processes, hence the ``* world``.
+    """
+    world = acc.num_processes
+    count = torch.tensor(sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches), device=acc.device)
+    n_tokens = int(acc.reduce(count, "sum")) if world > 1 else int(count)
+    step_sum = torch.zeros((), device=acc.device)
+    for k, b in enumerate(batches):
+        sync = contextlib.nullcontext() if k == len(batches) - 1 else acc.no_sync(model)
+        with sync:
+            total, _ = token_loss(model, b, acc.device)
+            acc.backward(total / max(n_tokens, 1) * world)
+        step_sum += total.detach()
+    norm = acc.clip_grad_norm_(params, max_grad_norm) if max_grad_norm > 0 else None
+    lr = sched.get_last_lr()[0]
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    loss = float((acc.reduce(step_sum, "sum") if world > 1 else step_sum) / max(n_tokens, 1))
+    return loss, n_tokens, None if norm is None else float(norm), lr
+
+
+def _train_mode(vlm: Any, model: torch.nn.Module) -> None:
+    """Train mode for the adapted language model, eval mode for the frozen tower (dropout/batch-norm)."""
+    from selfsynth.models.features import find_tower
+
+    model.train()
+    found = find_tower(vlm.model)
+    if found is not None:
+        found[1].eval()
+        merger = getattr(found[1], "merger", None)
+        if merger is not None:
+            merger.train()
+
+
+def _micro_batch(
+    vlm: Any, examples: list[Any], idx: np.ndarray, pos: int, cfg: Any, seed: int
+) -> dict[str, torch.Tensor]:
+    images = []
+    for k, i in enumerate(idx):
+        im = open_image(examples[i].image)
+        if cfg.augment:
+            im = augment(im, np.random.default_rng([seed, 7, pos + k]))
+        images.append(im)
+    return batch_for(
+        vlm,
+        images,
+        [examples[i].question for i in idx],
+        [examples[i].answer for i in idx],
+        max_length=cfg.max_length,
+    )
+
+
+def _fingerprint(steps: int, global_batch: int, n: int, seed: int) -> dict[str, int]:
+    return {"steps": steps, "global_batch": global_batch, "examples": n, "seed": seed}
+
+
+def _save_checkpoint(
+    acc: Any,
+    ckpt: Path,
+    model: Any,
+    opt: Any,
+    sched: Any,
+    step: int,
+    steps: int,
+    global_batch: int,
+    n: int,
+    seed: int,
+) -> None:
+    if acc.is_main_process:
+        tmp = ckpt.with_name(ckpt.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        acc.unwrap_model(model).save_pretrained(tmp / "adapter")
+        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / "optim.pt")
+        rows = (ckpt.parent / "train_log.jsonl").read_text(encoding="utf-8").splitlines()
+        write_json(
+            tmp / "state.json",
+            {
+                "step": step,
+                **_fingerprint(steps, global_batch, n, seed),
+                "log": [json.loads(r) for r in rows if r.strip()],
+            },
+        )
+        shutil.rmtree(ckpt, ignore_errors=True)
+        tmp.rename(ckpt)
+        log.info("checkpoint at step %d/%d in %s", step, steps, ckpt)
+    acc.wait_for_everyone()
+
+
+def _load_checkpoint(
+    ckpt: Path, model: Any, opt: Any, sched: Any, steps: int, global_batch: int, n: int, seed: int
+) -> tuple[int, list[dict[str, Any]]]:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    state = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
+    want = _fingerprint(steps, global_batch, n, seed)
+    if {k: state.get(k) for k in want} != want:
+        log.warning(
+            "checkpoint %s was made for %s, not %s; starting over",
+            ckpt,
+            {k: state.get(k) for k in want},
+            want,
+        )
+        return 0, []
+    set_peft_model_state_dict(model, load_file(str(ckpt / "adapter" / "adapter_model.safetensors")))
+    blob = torch.load(ckpt / "optim.pt", map_location="cpu", weights_only=False)
+    opt.load_state_dict(blob["optimizer"])
+    sched.load_state_dict(blob["scheduler"])
+    log.info("resuming from step %d/%d", state["step"], steps)
+    return int(state["step"]), [r for r in state["log"] if r["step"] <= state["step"]]

@@ -1,0 +1,82 @@
+"""Run LoRA SFT from the shell, e.g. under ``accelerate launch`` for several processes or GPUs.
+
+    accelerate launch --num_processes 2 -m selfsynth.models.sft_cli MODEL_DIR train.jsonl OUT_DIR \\
+        lr=1e-4 epochs=1 batch_size=32 micro_batch_size=8
+
+``train.jsonl`` holds QA records (``id``, ``image``, ``question``, ``answer``, ``label``; relative
+image paths are resolved against the file's folder); ``key=value`` pairs override
+``FinetuneConfig`` fields. Rank 0 prints the summary as one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from selfsynth.config import FinetuneConfig, from_dict, parse_overrides
+from selfsynth.errors import DataError, SelfsynthError
+from selfsynth.io import iter_jsonl
+from selfsynth.records import QA
+
+
+def read_qa(path: Path) -> list[QA]:
+    out = []
+    for n, row in iter_jsonl(path):
+        missing = [k for k in ("id", "image", "question", "answer", "label") if k not in row]
+        if missing:
+            raise DataError(f"missing field(s) {', '.join(missing)}", file=str(path), line=n)
+        image = Path(row["image"])
+        row["image"] = str(image if image.is_absolute() else path.parent / image)
+        out.append(QA.from_dict(row))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m selfsynth.models.sft_cli", description=__doc__.splitlines()[0]
+    )
+    ap.add_argument("model", help="local model directory")
+    ap.add_argument("data", type=Path, help="QA records, one JSON object per line")
+    ap.add_argument("out", type=Path, help="output folder (adapter/, train_log.jsonl)")
+    ap.add_argument("overrides", nargs="*", help="FinetuneConfig key=value settings")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    ap.add_argument(
+        "--max-steps", type=int, default=None, help="stop after this many steps (a checkpoint stays)"
+    )
+    ap.add_argument("--checkpoint-every", type=int, default=50)
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--no-feature-cache", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        from selfsynth.models.vlm import VLM
+
+        cfg = from_dict(FinetuneConfig, parse_overrides(args.overrides), "finetune")
+        examples = read_qa(args.data)
+        vlm = VLM.load(args.model, dtype=args.dtype, feature_cache=not args.no_feature_cache)
+        summary = vlm.train_lora(
+            examples,
+            cfg,
+            args.out,
+            seed=args.seed,
+            progress=False,
+            resume=args.resume,
+            max_steps=args.max_steps,
+            checkpoint_every=args.checkpoint_every,
+        )
+    except SelfsynthError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    from accelerate.state import PartialState
+
+    if PartialState().is_main_process:
+        print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
