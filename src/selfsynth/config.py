@@ -123,6 +123,9 @@ class SynthesizeConfig:
     max_new_tokens: int = 128
     batch_size: int = 16
     pool_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])  # simple, explain, cot
+    fallback: str = (
+        "drop"  # an answer not naming the label: drop (paper) | label ("This is an image of {label}.")
+    )
 
 
 @dataclass
@@ -198,6 +201,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "concepts.source": ("file", "openai", "hf"),
     "sample.negatives": ("class_rest", "all_rest", "all"),
     "sample.fallback": ("label", "drop"),
+    "synthesize.fallback": ("label", "drop"),
 }
 _REQUIRED = ("data.root", "model.path")
 

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
+from selfsynth.errors import SelfsynthError
 from selfsynth.prompts import concept_prompt
 from selfsynth.records import QA, Example
 from selfsynth.runs import Stage, chunk_seed, stage_fp
@@ -103,11 +104,21 @@ def run_synthesize(
         ctx.train, ctx.cfg.chunk_size, work, desc="synthesize", progress=ctx.progress and not done
     )
     kept = [QA.from_dict(r) for r in rows if r.get("keep", True)]
+    if cfg.fallback == "label":  # weak base models: label-only supervision where no answer named the label
+        kept += [
+            QA(r["id"], r["image"], r["question"], label_only(r["label"]), r["label"], "fallback")
+            for r in rows
+            if not r.get("keep", True)
+        ]
     if not done:
-        stage.finish(asked=len(rows), kept=len(kept), keep_rate=round(len(kept) / max(1, len(rows)), 4))
+        named = sum(bool(r.get("keep", True)) for r in rows)
+        stage.finish(
+            asked=len(rows), kept=len(kept), named_label=named, keep_rate=round(named / max(1, len(rows)), 4)
+        )
     if not kept:
-        raise RuntimeError(
-            "synthesis kept no answer: the base model never named the label; check the model "
-            "and the prompt pools (round_1/synthesize/part-*.jsonl has every answer)"
+        raise SelfsynthError(
+            "synthesis kept no answer: the base model never named the label when told it; check the model "
+            "and the prompt pools (round_1/synthesize/part-*.jsonl has every answer), or pass "
+            "synthesize.fallback=label to train on label-only answers where that happens"
         )
     return kept, fp
