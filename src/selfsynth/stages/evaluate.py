@@ -88,6 +88,9 @@ def run_evaluate(
     )
     if cfg.general:
         items = _general_items(ctx, {str(Path(e.image).resolve()) for e in test})
+        if 0 < cfg.general_max < len(items):
+            step = len(items) / cfg.general_max
+            items = [items[int(i * step)] for i in range(cfg.general_max)]
         if items:
             outs = ctx.vlm(model_path).generate(
                 [str(Path(ctx.cfg.data.root) / r["image"]) for r in items],

@@ -1,0 +1,91 @@
+"""``selfsynth base build|eval``: build (pretrain) the embedded base VLM, and check it on a held-out world."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+# Settings the command line exposes (the rest keep their defaults; the library takes all of them).
+_BUILD_FLAGS = ("seed", "steps", "batch_size", "lr", "species", "train_per_class", "species_seed", "image_seed",
+                "hidden_size", "layers", "heads", "vocab_size")  # fmt: skip
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("base", help="build or check the embedded base VLM (tiny LLaVA on the drawn world)")
+    verbs = p.add_subparsers(dest="base_command", metavar="VERB")
+
+    b = verbs.add_parser("build", help="pretrain the base VLM into a folder (cached, resumable)")
+    b.add_argument("--out", default="", help="output folder (default: the cache, base-<fingerprint>)")
+    b.add_argument("--seed", type=int, default=None, help="model init and data order seed (default 0)")
+    b.add_argument("--steps", type=int, default=None, help="pretraining steps")
+    b.add_argument("--batch-size", type=int, default=None)
+    b.add_argument("--lr", type=float, default=None)
+    b.add_argument("--species", type=int, default=None, help="species in the pretraining world")
+    b.add_argument("--train-per-class", type=int, default=None, help="pretraining images per species")
+    b.add_argument("--species-seed", type=int, default=None, help="pretraining world species seed")
+    b.add_argument("--image-seed", type=int, default=None, help="pretraining world image seed")
+    b.add_argument("--hidden-size", type=int, default=None, help="decoder width")
+    b.add_argument("--layers", type=int, default=None, help="decoder layers")
+    b.add_argument("--heads", type=int, default=None, help="attention heads (must divide --hidden-size)")
+    b.add_argument("--vocab-size", type=int, default=None, help="BPE vocabulary size")
+    b.add_argument("--threads", type=int, default=2, help="torch CPU threads (0 = leave as is)")
+    b.add_argument(
+        "--force", action="store_true", help="rebuild even if --out holds a build of other settings"
+    )
+    b.set_defaults(func=run)
+
+    e = verbs.add_parser(
+        "eval", help="attribute accuracy, VQA, species naming and variety on a held-out world"
+    )
+    e.add_argument("--model", required=True, help="a base model folder (from 'base build')")
+    e.add_argument("--species", type=int, default=16)
+    e.add_argument("--per-class", type=int, default=6, help="held-out test images per species")
+    e.add_argument("--species-seed", type=int, default=2001)
+    e.add_argument("--image-seed", type=int, default=2002)
+    e.add_argument("--samples", type=int, default=2, help="T=1.0 samples per (image, prompt)")
+    e.add_argument("--json", default="", help="also write every figure (and example answers) to this file")
+    e.set_defaults(func=run)
+    p.set_defaults(func=run)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from selfsynth.models.tiny import build_base_model, default_cache_root, settings_from
+
+    overrides = {k: getattr(args, k) for k in _BUILD_FLAGS if getattr(args, k) is not None}
+    settings = settings_from(**overrides)
+    out = Path(args.out) if args.out else default_cache_root() / f"base-{settings.fingerprint()}"
+    manifest = build_base_model(out, settings, force=args.force, threads=args.threads)
+    print(f"base model: {out}")
+    print(
+        f"fingerprint {manifest['fingerprint']}; {manifest['parameters']:,} parameters "
+        f"({manifest['trainable_parameters']:,} trained); built in {manifest['seconds']:.0f} s"
+    )
+    if manifest.get("loss_last") is not None:
+        print(f"pretraining loss {manifest['loss_first']:.3f} -> {manifest['loss_last']:.3f}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from selfsynth.io import write_json
+    from selfsynth.models.base_eval import evaluate_base, format_report
+    from selfsynth.models.vlm import check_model_dir
+
+    check_model_dir(args.model)
+    res = evaluate_base(args.model, species=args.species, per_class=args.per_class, species_seed=args.species_seed,
+                        image_seed=args.image_seed, samples=args.samples)  # fmt: skip
+    print(format_report(res))
+    if args.json:
+        write_json(args.json, res)
+    for ex in res["examples"][:3]:
+        print(json.dumps(ex, ensure_ascii=False))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.base_command == "build":
+        return _build(args)
+    if args.base_command == "eval":
+        return _eval(args)
+    print("usage: selfsynth base {build,eval} ...  (see selfsynth base build --help)")
+    return 2

@@ -1,0 +1,292 @@
+"""The base VLM's pretraining data: a world of its own, tokenizer text, and (image, prompt, answer) triples.
+
+Like LLaVA's instruction data, the triples teach the model to look and to follow a prompt, never
+to know a species: captions under the describe prompts, the world's multiple-choice VQA (in
+the pipeline's prompt format), short open questions about parts, pose and background, a
+no-name answer to "what species is this?", and answers that use a label given in the prompt
+(the round-1 synthesis prompt "This is a picture of a {label} with the following visual
+features: ...", and short "this bird is a {label}" drills) where the label is a made-up name
+that belongs to no species, so the model learns to use a label it is told without learning any
+real one. No species name appears anywhere in the pretraining text or the tokenizer's.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from selfsynth.io import read_json, read_jsonl
+from selfsynth.models.part_probe import PartTargets, part_targets
+from selfsynth.models.pretrain import Triple
+from selfsynth.prompts import concept_prompt, pools_for, vqa_prompt
+
+# Describe prompts that ask for everything visible get the full caption styles (0: sentences,
+# 3: feature list); brief prompts get every style. The world writes a record's captions in
+# style order 0..4 (``data.world.text.captions``).
+FULL_STYLES = (0, 3)
+BRIEF_PROMPTS = (
+    "Describe this bird.",
+    "Describe this image.",
+    "What do you see in this picture?",
+    "Briefly describe the bird.",
+    "What does this bird look like?",
+)
+NO_NAME_ANSWERS = (
+    "I cannot tell the exact species from the picture alone. It is a bird with {features}.",
+    "I can't name its species from this image, but I can see {features}.",
+    "The species is not clear to me. The bird has {features}.",
+)
+SCENE_ANSWERS = {
+    "pose": {"perched": "The bird is perched on a branch.", "flying": "The bird is flying."},
+    "facing": {"left": "It is facing left.", "right": "It is facing right."},
+    "background": {"sky": "The background is sky.", "water": "The background is water.",
+                   "foliage": "The background is green foliage.", "sand": "The background is sand."},
+}  # fmt: skip
+_NAME_ORDER = 3  # letters of context in the made-up name generator
+
+
+@dataclass
+class ImageRecord:
+    """One pretraining image with what the world knows about it."""
+
+    id: str
+    image: str  # absolute path
+    attributes: dict[str, str]
+    visible_parts: list[str]
+    visible_concepts: list[str]
+    scene: dict[str, Any]
+
+
+class LazyImages(Sequence):
+    """Image paths that open as RGB PIL images on indexing (slices give lists)."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self.paths = list(paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i):  # noqa: ANN001, ANN204
+        from PIL import Image
+
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        with Image.open(self.paths[i]) as im:
+            return im.convert("RGB")
+
+
+def ensure_world(out: Path, s: Any) -> Path:
+    """Draw the pretraining world into ``out`` unless it is complete (world.json is written last)."""
+    from selfsynth.data.world import make_world
+
+    if not (out / "world.json").is_file():
+        make_world(out, species=s.species, train_per_class=s.train_per_class,
+                   test_per_class=max(1, s.train_per_class // 8), species_seed=s.species_seed,
+                   image_seed=s.image_seed, size=s.image_size, progress=True)  # fmt: skip
+    return out
+
+
+def load_records(world: Path) -> list[ImageRecord]:
+    """Every image of the pretraining world (both splits: all of it is pretraining data)."""
+    out = []
+    for split in ("train", "test"):
+        for r in read_jsonl(world / f"{split}.jsonl"):
+            scene = {
+                k: r.get(k) for k in ("pose", "facing", "head_turned", "background", "occluder", "occluded")
+            }
+            out.append(ImageRecord(id=r["id"], image=str((world / r["image"]).resolve()), attributes=r["attributes"],
+                                   visible_parts=list(r["visible_parts"]),
+                                   visible_concepts=list(r["visible_concepts"]), scene=scene))  # fmt: skip
+    return out
+
+
+@lru_cache(maxsize=1)
+def _name_model() -> tuple[dict[str, list[str]], frozenset[str]]:
+    """A letter Markov chain over the world's name words, and those words (lower case)."""
+    from selfsynth.data.world.species import FIRST_WORDS, GENUS_WORDS
+
+    words = [w.lower() for w in FIRST_WORDS + GENUS_WORDS]
+    chain: dict[str, list[str]] = {}
+    for w in words:
+        padded = "^" * _NAME_ORDER + w + "$"
+        for i in range(len(w) + 1):
+            chain.setdefault(padded[i : i + _NAME_ORDER], []).append(padded[i + _NAME_ORDER])
+    return chain, frozenset(words)
+
+
+def nonce_name(rng: random.Random) -> str:
+    """A made-up two-word label that looks like a species name but contains no word of one.
+
+    Letters follow a Markov chain of the name word lists, so made-up names split into the same
+    kinds of tokens as real ones; any word that contains a real name word is redrawn. The space
+    of names is far too large to memorise, so answering with one means copying it from the
+    prompt, which is what the round-1 synthesis prompt needs of the base model.
+    """
+    chain, real = _name_model()
+
+    def word() -> str:
+        while True:
+            out, ctx = "", "^" * _NAME_ORDER
+            while len(out) < 14:
+                nxt = rng.choice(chain[ctx])
+                if nxt == "$":
+                    break
+                out += nxt
+                ctx = ctx[1:] + nxt
+            if 4 <= len(out) <= 13 and not any(r in out or out in r for r in real):
+                return out.capitalize()
+
+    return f"{word()} {word()}"
+
+
+def tokenizer_corpus(world: Path, s: Any) -> Iterator[str]:
+    """World text, prompts, concept phrases of many species seeds, and many made-up names.
+
+    Real species names are left out on purpose: a name seen as one merged token here would be a
+    token the model never trains on (names are never targets), which it could not copy from a
+    prompt. Made-up names teach merges of name-like pieces, so a real name splits into a few
+    pieces that the model has learned to copy.
+    """
+    from selfsynth.data.world import make_species
+    from selfsynth.data.world.text import lexicon
+
+    for r in read_jsonl(world / "captions.jsonl"):
+        yield from r["captions"]
+    for q in read_jsonl(world / "vqa.jsonl"):
+        yield vqa_prompt(q["question"], q["options"])
+        yield vqa_target(q["answer"], q["options"])
+    pools = pools_for("birds")
+    for pool in (pools.describe, pools.simple, pools.explain, pools.cot, BRIEF_PROMPTS, NO_NAME_ANSWERS):
+        yield from pool
+    for table in SCENE_ANSWERS.values():
+        yield from table.values()
+    forbidden = set(lexicon())
+    for seed in sorted({0, s.species_seed, *range(s.concept_seeds)}):
+        for sp in make_species(max(s.species, 16), seed, forbidden_words=forbidden):
+            yield "\n".join(f"- {c}" for c in sp.concepts)
+    rng = random.Random(0)
+    for _ in range(5000):
+        yield f"This is a picture of a {nonce_name(rng)}."
+
+
+def vqa_target(letter: str, options: dict[str, str]) -> str:
+    """Option text first, then the letter: "Looking at the image: short and conical. The answer is C."
+
+    A tiny decoder learns to name what it sees long before it learns to map that to a shuffled
+    letter in one step; saying the option first turns the letter into a copy from the prompt.
+    ``metrics.parse_letter`` reads "answer is C" anywhere; the lead-in keeps an option that
+    starts with a capital ("A white eye ring") from being read as the letter A.
+    """
+    return f"Looking at the image: {options[letter]}. The answer is {letter}."
+
+
+def _features(rec: ImageRecord, rng: random.Random, k: int = 3) -> str:
+    from selfsynth.data.world.phrases import noun_phrase
+
+    parts = [p for p in rec.visible_parts if p != "size"] or rec.visible_parts
+    pick = rng.sample(parts, min(k, len(parts)))
+    nps = [noun_phrase(p, rec.attributes[p], rng) for p in pick]
+    return nps[0] if len(nps) == 1 else ", ".join(nps[:-1]) + " and " + nps[-1]
+
+
+def _open_questions(rec: ImageRecord, rng: random.Random, n: int) -> list[Triple]:
+    """Short open answers about parts (visible or hidden) and the scene."""
+    from selfsynth.data.world.phrases import PART_NOUNS, PARTS, clause_phrase
+    from selfsynth.data.world.text import QUESTIONS
+
+    out = []
+    kinds = [k for k in (*PARTS, "pose", "facing", "background") if k in QUESTIONS]
+    for kind in rng.sample(kinds, min(n, len(kinds))):
+        if kind in SCENE_ANSWERS:
+            answer = SCENE_ANSWERS[kind][rec.scene[kind]]
+        elif kind in rec.visible_parts:
+            clause = clause_phrase(kind, rec.attributes[kind], rng)
+            answer = clause[:1].upper() + clause[1:] + "."
+        else:
+            noun = PART_NOUNS[kind]
+            verb = "are" if noun.endswith("s") else "is"
+            answer = f"The {noun} {verb} not visible in this picture."
+        out.append(Triple(-1, QUESTIONS[kind], answer))
+    return out
+
+
+def _in_context(rec: ImageRecord, rng: random.Random) -> Triple:
+    """The synthesis prompt with a nonce label; the answer names it and cites the given features."""
+    pools = pools_for("birds")
+    name = nonce_name(rng)
+    given = rng.sample(rec.visible_concepts, min(len(rec.visible_concepts), rng.randint(3, 5)))
+    cited = given[0] if len(given) == 1 else ", ".join(given[:-1]) + " and " + given[-1]
+    style = rng.choice(("simple", "explain", "cot"))
+    question = rng.choice(pools.by_kind(style))
+    if style == "simple":
+        answer = rng.choice((f"This is a {name}.", f"It is a {name}.", f"The bird is a {name}."))
+    elif style == "explain":
+        answer = f"This is a {name}. It has {cited}, which are the features of a {name}."
+    else:
+        answer = f"The bird has {cited}. These features show that it is a {name}."
+    return Triple(-1, concept_prompt(name, given, question), answer)
+
+
+def _name_drill(rng: random.Random) -> Triple:
+    """The shortest form of using a given label: told the name, asked for it."""
+    pools = pools_for("birds")
+    name = nonce_name(rng)
+    intro = rng.choice(
+        ("This is a picture of a {}.", "The bird in this picture is a {}.", "This bird is a {}.")
+    )
+    question = rng.choice(pools.simple)
+    answer = rng.choice(("This is a {}.", "It is a {}.", "The bird is a {}."))
+    return Triple(-1, f"{intro.format(name)} {question}", answer.format(name))
+
+
+def make_triples(world: Path, records: Sequence[ImageRecord], *, seed: int = 0, vqa_per_image: int = 6,
+                 open_per_image: int = 3, in_context_per_image: int = 2,
+                 drills_per_image: int = 2) -> list[Triple]:  # fmt: skip
+    """All pretraining triples; ``Triple.image`` indexes ``records``."""
+    from selfsynth.data.world.text import vqa
+
+    pools = pools_for("birds")
+    caps = {r["id"]: r["captions"] for r in read_jsonl(world / "captions.jsonl")}
+    rng = random.Random(f"selfsynth-base-triples:{seed}")
+    out: list[Triple] = []
+    for i, rec in enumerate(records):
+        items: list[Triple] = []
+        for style, caption in enumerate(caps.get(rec.id, [])):
+            items.append(Triple(i, rng.choice(BRIEF_PROMPTS), caption))
+            if style in FULL_STYLES:
+                items.extend(Triple(i, p, caption) for p in rng.sample(pools.describe, 2))
+        for q in vqa(rec.attributes, rec.visible_parts, rec.scene, rng, vqa_per_image):
+            items.append(
+                Triple(i, vqa_prompt(q["question"], q["options"]), vqa_target(q["answer"], q["options"]))
+            )
+        items.extend(_open_questions(rec, rng, open_per_image))
+        if rng.random() < 0.5:
+            question = rng.choice(pools.simple + pools.explain)
+            items.append(
+                Triple(i, question, rng.choice(NO_NAME_ANSWERS).format(features=_features(rec, rng)))
+            )
+        items.extend(_in_context(rec, rng) for _ in range(in_context_per_image))
+        items.extend(_name_drill(rng) for _ in range(drills_per_image))
+        out.extend(Triple(i, t.question, t.answer) for t in items)
+    return out
+
+
+def part_targets_for(records: Sequence[ImageRecord]) -> PartTargets:
+    """Visible part values per image, for the pretraining loop's auxiliary part probe."""
+    from selfsynth.data.world.phrases import PARTS
+
+    return part_targets([r.attributes for r in records], [r.visible_parts for r in records], PARTS)
+
+
+def world_species_labels(world: Path) -> list[str]:
+    return [s["label"] for s in read_json(world / "world.json")["species"]]
+
+
+def dump_triples(triples: Sequence[Triple], path: Path) -> None:
+    """For inspection: the triples as JSON lines."""
+    path.write_text("".join(json.dumps(t.__dict__) + "\n" for t in triples), encoding="utf-8")

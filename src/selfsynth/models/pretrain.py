@@ -1,0 +1,288 @@
+"""Pretrain the base VLM's projector and decoder on (image, prompt, answer) triples, tower frozen.
+
+The tower is frozen, so every image is encoded once up front (``encode_images``) and training
+runs on the cached ``[N, tokens, 1280]`` features: the projector output is scattered into the
+image-token positions of the embedded prompt, exactly where ``LlavaModel`` would put it. This
+is the main speed trick (the tower costs more per image than the tiny decoder per example).
+
+The loop is resumable: every ``checkpoint_every`` steps it saves the trainable weights, the
+optimizer state and the step; batches are drawn from an RNG seeded by ``(seed, step)``, so a
+resumed run sees the same batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from selfsynth.models.part_probe import PartProbe, PartTargets
+from selfsynth.models.tokenizer_build import IM_END, IMAGE_TOKEN, render_prompt
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Triple:
+    """One training example: image index into the feature tensor, user question, answer."""
+
+    image: int
+    question: str
+    answer: str
+
+
+@dataclass
+class TrainSettings:
+    steps: int = 600
+    batch_size: int = 32
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.1  # cosine decays to lr * this
+    warmup_steps: int = 30
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    max_length: int = 256
+    checkpoint_every: int = 200
+    seed: int = 0
+    part_loss: float = 1.0  # weight of the auxiliary part probe (used when targets are given)
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    losses: list[float] = field(default_factory=list)  # mean loss per logged window
+    seconds: float = 0.0
+
+
+@torch.no_grad()
+def encode_images(
+    model: Any, processor: Any, images: Sequence[Any], *, batch_size: int = 64, desc: str = "encoding images"
+) -> torch.Tensor:
+    """Frozen-tower features ``[N, tokens, hidden]`` for PIL images, via the processor's pixels."""
+    tower = model.model.vision_tower
+    out = []
+    for i in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", leave=False):
+        pix = processor.image_processor(images=list(images[i : i + batch_size]), return_tensors="pt")[
+            "pixel_values"
+        ]
+        out.append(tower(pix).last_hidden_state.float())
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def tokenize_triples(
+    tokenizer: Any, triples: Sequence[Triple], *, image_tokens: int, max_length: int
+) -> list[tuple[list[int], int] | None]:
+    """Each triple -> (token ids, number of prompt tokens); the loss covers the rest.
+
+    The prompt is the chat template's rendering with ``<image>`` expanded to the tower's token
+    count (what ``LlavaProcessor`` does); the target is the answer plus the end-of-turn token.
+    """
+    prompts = [render_prompt(t.question).replace(IMAGE_TOKEN, IMAGE_TOKEN * image_tokens) for t in triples]
+    answers = [t.answer + IM_END for t in triples]
+    p_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    a_ids = tokenizer(answers, add_special_tokens=False)["input_ids"]
+    out: list[tuple[list[int], int] | None] = []
+    for p, a in zip(p_ids, a_ids, strict=True):
+        # A prompt that leaves no room for the answer cannot teach anything: dropped (None).
+        out.append(((p + a)[:max_length], len(p)) if len(p) < max_length else None)
+    return out
+
+
+def collate(
+    rows: Sequence[tuple[list[int], int]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-pad to the batch's longest; labels are -100 on the prompt and the padding."""
+    width = max(len(ids) for ids, _ in rows)
+    ids_t = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    for r, (ids, n_prompt) in enumerate(rows):
+        ids_t[r, : len(ids)] = torch.tensor(ids)
+        attn[r, : len(ids)] = 1
+        labels[r, n_prompt : len(ids)] = torch.tensor(ids[n_prompt:])
+    return ids_t, attn, labels
+
+
+def vlm_loss(
+    model: Any,
+    feats: torch.Tensor,
+    ids: torch.Tensor,
+    attn: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    image: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Next-token loss of a LLaVA model given cached tower features (or projected ``image``)."""
+    embed = model.get_input_embeddings()(ids)
+    if image is None:
+        image = model.model.multi_modal_projector(feats.to(embed.dtype))
+    mask = (ids == model.config.image_token_id).unsqueeze(-1)
+    embed = embed.masked_scatter(mask, image)
+    hidden = model.model.language_model(inputs_embeds=embed, attention_mask=attn).last_hidden_state
+    target = labels[:, 1:]
+    keep = target != -100
+    logits = model.lm_head(hidden[:, :-1][keep])  # only where there is a target: saves the vocab matmul
+    return F.cross_entropy(logits.float(), target[keep])
+
+
+def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """One epoch's batches: shuffled, then length-sorted inside windows of 32 batches.
+
+    Examples of similar length share a batch (padding is wasted compute on 2 cores), the batch
+    order is shuffled again, and everything depends only on ``(seed, epoch)`` so a resumed run
+    sees the same batches.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    window = batch_size * 32
+    batches: list[list[int]] = []
+    for w in range(0, len(order), window):
+        chunk = sorted(order[w : w + window].tolist(), key=lambda i: lengths[i])
+        batches.extend(chunk[b : b + batch_size] for b in range(0, len(chunk), batch_size))
+    perm = rng.permutation(len(batches))
+    return [batches[i] for i in perm]
+
+
+def _lr_at(step: int, s: TrainSettings) -> float:
+    if step < s.warmup_steps:
+        return s.lr * (step + 1) / s.warmup_steps
+    progress = (step - s.warmup_steps) / max(1, s.steps - s.warmup_steps)
+    return s.lr * (s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def trainable_parameters(model: Any) -> list[torch.nn.Parameter]:
+    """Projector and decoder (the tied LM head comes with the embeddings); never the tower."""
+    model.model.vision_tower.requires_grad_(False)
+    params = list(model.model.multi_modal_projector.parameters()) + list(
+        model.model.language_model.parameters()
+    )
+    for p in params:
+        p.requires_grad_(True)
+    return params
+
+
+def _save_checkpoint(
+    path: Path,
+    model: Any,
+    probe: PartProbe | None,
+    opt: torch.optim.Optimizer,
+    step: int,
+    losses: list[float],
+) -> None:
+    state = {
+        "step": step,
+        "losses": losses,
+        "model": {k: v for k, v in model.state_dict().items() if not k.startswith("model.vision_tower.")},
+        "probe": probe.state_dict() if probe is not None else None,
+        "optimizer": opt.state_dict(),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def pretrain(
+    model: Any,
+    tokenizer: Any,
+    feats: torch.Tensor,
+    triples: Sequence[Triple],
+    settings: TrainSettings,
+    *,
+    parts: PartTargets | None = None,
+    checkpoint: str | Path | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """Train projector + decoder in place for ``settings.steps`` steps (resuming from ``checkpoint``).
+
+    With ``parts`` (per-image part values), an auxiliary ``PartProbe`` on the projector output
+    joins the loss with weight ``settings.part_loss``; it is discarded afterwards.
+    """
+    if not triples:
+        raise ValueError("no training examples")
+    image_tokens = int(feats.shape[1])
+    encoded = tokenize_triples(tokenizer, triples, image_tokens=image_tokens, max_length=settings.max_length)
+    keep = [i for i, r in enumerate(encoded) if r is not None]
+    if not keep:
+        raise ValueError(f"max_length={settings.max_length} is shorter than every prompt")
+    if len(keep) < len(triples):
+        logger.warning(
+            "dropped %d of %d examples whose prompt fills max_length=%d",
+            len(triples) - len(keep),
+            len(triples),
+            settings.max_length,
+        )
+    rows = [encoded[i] for i in keep]
+    image_of = [triples[i].image for i in keep]
+    params = trainable_parameters(model)
+    probe = None
+    if parts is not None and settings.part_loss > 0:
+        probe = PartProbe(model.config.text_config.hidden_size, parts.classes)
+        params = params + list(probe.parameters())
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=settings.lr,
+        betas=(0.9, 0.98),
+    )
+    start, losses = 0, []
+    ckpt = Path(checkpoint) if checkpoint else None
+    if ckpt is not None and ckpt.is_file():
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"], strict=False)
+        if probe is not None and state.get("probe") is not None:
+            probe.load_state_dict(state["probe"])
+        opt.load_state_dict(state["optimizer"])
+        start, losses = int(state["step"]), list(state["losses"])
+        logger.info("resuming pretraining at step %d of %d", start, settings.steps)
+    model.train()
+    pad_id = tokenizer.pad_token_id
+    t0 = time.time()
+    window: list[float] = []
+    lengths = [len(ids) for ids, _ in rows]
+    per_epoch = math.ceil(len(rows) / settings.batch_size)
+    epoch, batches = -1, []
+    bar = tqdm(
+        range(start, settings.steps), desc="pretraining", unit="step", initial=start, total=settings.steps
+    )
+    for step in bar:
+        if step // per_epoch != epoch:
+            epoch = step // per_epoch
+            batches = epoch_batches(lengths, settings.batch_size, settings.seed, epoch)
+        pick = batches[step % per_epoch]
+        ids, attn, labels = collate([rows[i] for i in pick], pad_id)
+        images = [image_of[i] for i in pick]
+        batch_feats = feats[images].float()  # features may be cached in half precision
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, settings)
+        image = model.model.multi_modal_projector(batch_feats)
+        loss = vlm_loss(model, batch_feats, ids, attn, labels, image=image)
+        if probe is not None:
+            loss = loss + settings.part_loss * probe.loss(image, parts.labels[images])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+        opt.step()
+        value = float(loss.detach())
+        window.append(value)
+        if on_step is not None:
+            on_step(step, value)
+        if len(window) == 10 or step == settings.steps - 1:
+            losses.append(sum(window) / len(window))
+            window = []
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        done = step + 1
+        if ckpt is not None and done < settings.steps and done % settings.checkpoint_every == 0:
+            _save_checkpoint(ckpt, model, probe, opt, done, losses)
+    bar.close()
+    model.eval()
+    return TrainResult(steps=settings.steps, losses=losses, seconds=time.time() - t0)

@@ -1,0 +1,216 @@
+"""The embedded base VLM: tokenizer builder, pretraining data, the pretraining loop, resume and the build cache."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import selfsynth  # noqa: E402,F401
+from selfsynth.errors import ConfigError  # noqa: E402
+from selfsynth.models import base_data, pretrain, tiny  # noqa: E402
+from selfsynth.models.tokenizer_build import CHAT_TEMPLATE, IMAGE_TOKEN, render_prompt, train_tokenizer  # noqa: E402
+
+TINY = dict(
+    species=2,
+    train_per_class=3,
+    hidden_size=32,
+    intermediate_size=64,
+    layers=1,
+    heads=2,  # noqa: C408
+    vocab_size=400,
+    concept_seeds=1,
+    steps=10,
+    batch_size=8,
+    lr=3e-3,
+    warmup_steps=2,
+    checkpoint_every=5,
+)
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from selfsynth.data.world import make_world
+
+    out = tmp_path_factory.mktemp("world")
+    make_world(out, species=2, train_per_class=3, test_per_class=1, species_seed=7, image_seed=8)
+    return out
+
+
+def test_tokenizer_builder_special_tokens_template_and_unseen_names(tmp_path):
+    from transformers import AutoTokenizer
+
+    tok = train_tokenizer(["The bird has a red crown.", "The answer is B. blue"] * 30, vocab_size=300)
+    for t in ("<|pad|>", "<|im_start|>", "<|im_end|>", IMAGE_TOKEN):
+        assert len(tok(t, add_special_tokens=False)["input_ids"]) == 1
+    assert tok.eos_token == "<|im_end|>" and tok.padding_side == "left"
+    msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe this bird."}]}]
+    assert tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False) == render_prompt(
+        "Describe this bird."
+    )
+    name = "Zyxwort Quillaby-Ñu"  # never in the training text: byte-level BPE still spells it
+    assert tok.decode(tok(name, add_special_tokens=False)["input_ids"]) == name
+    tok.save_pretrained(tmp_path)
+    again = AutoTokenizer.from_pretrained(tmp_path)
+    assert again.chat_template == CHAT_TEMPLATE
+    assert again("a red crown")["input_ids"] == tok("a red crown")["input_ids"]
+
+
+def test_pretraining_triples_never_name_a_species(world):
+    records = base_data.load_records(world)
+    triples = base_data.make_triples(world, records, seed=0)
+    labels = base_data.world_species_labels(world)
+    assert len(records) == 8 and {t.image for t in triples} == set(range(8))
+    assert not [t for t in triples for lab in labels if lab.lower() in (t.question + t.answer).lower()]
+    assert any(t.answer.endswith(("The answer is A.", "The answer is B.")) for t in triples)  # VQA
+    assert any("following visual features" in t.question for t in triples)  # in-context label use
+
+
+def test_part_targets_hold_visible_values_and_mask_hidden_parts(world):
+    from selfsynth.data.world.phrases import PARTS
+
+    records = base_data.load_records(world)
+    t = base_data.part_targets_for(records)
+    assert t.labels.shape == (len(records), len(PARTS)) and t.classes == [len(v) for v in PARTS.values()]
+    for r, row in zip(records, t.labels.tolist(), strict=True):
+        for k, (part, values) in enumerate(PARTS.items()):
+            assert row[k] == (values.index(r.attributes[part]) if part in r.visible_parts else -100)
+
+
+def test_nonce_names_are_not_species_words():
+    from selfsynth.data.world.species import FIRST_WORDS, GENUS_WORDS
+
+    real = {w.lower() for w in FIRST_WORDS + GENUS_WORDS}
+    rng = random.Random(0)
+    names = [base_data.nonce_name(rng) for _ in range(300)]
+    assert len(set(names)) > 280  # far too many to memorise: the model has to copy them
+    for name in names:
+        assert not [r for w in name.lower().split() for r in real if r in w or w in r], name
+
+
+def test_epoch_batches_cover_every_example_once_and_are_seeded():
+    lengths = [random.Random(i).randint(5, 50) for i in range(100)]
+    a = pretrain.epoch_batches(lengths, 8, seed=1, epoch=0)
+    assert sorted(i for b in a for i in b) == list(range(100))
+    assert len(a) == 13
+    assert a == pretrain.epoch_batches(lengths, 8, seed=1, epoch=0)
+    assert a != pretrain.epoch_batches(lengths, 8, seed=1, epoch=1)
+
+
+def _setup(world, **over):
+    s = tiny.settings_from(**{**TINY, **over})
+    records = base_data.load_records(world)
+    tok = train_tokenizer(base_data.tokenizer_corpus(world, s), vocab_size=s.vocab_size)
+    model = tiny.build_architecture(tok, s)
+    # random stand-ins for tower features: the loop never runs the tower
+    feats = torch.randn(len(records), 16, model.config.vision_config.hidden_size)
+    triples = base_data.make_triples(world, records, seed=0)
+    return s, tok, model, feats, triples
+
+
+def _eval_loss(model, tok, feats, triples):
+    rows = [r for r in pretrain.tokenize_triples(tok, triples[:32], image_tokens=16, max_length=512) if r]
+    ids, attn, labels = pretrain.collate(rows, tok.pad_token_id)
+    with torch.no_grad():
+        return float(pretrain.vlm_loss(model, feats[[t.image for t in triples[:32]]], ids, attn, labels))
+
+
+def test_ten_pretraining_steps_lower_the_loss_and_keep_the_tower(world):
+    s, tok, model, feats, triples = _setup(world)
+    tower_before = {k: v.clone() for k, v in model.model.vision_tower.state_dict().items()}
+    before = _eval_loss(model, tok, feats, triples)
+    settings = pretrain.TrainSettings(steps=10, batch_size=8, lr=1e-2, warmup_steps=2)
+    parts = base_data.part_targets_for(base_data.load_records(world))
+    result = pretrain.pretrain(model, tok, feats, triples, settings, parts=parts)
+    assert _eval_loss(model, tok, feats, triples) < before - 0.5
+    assert result.steps == 10 and result.losses  # one logged window of 10 steps
+    after = model.model.vision_tower.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in tower_before.items())
+
+
+def test_killed_pretraining_resumes_to_the_same_weights(world, tmp_path):
+    settings = pretrain.TrainSettings(steps=6, batch_size=8, lr=3e-3, warmup_steps=2, checkpoint_every=3)
+    _, tok, model, feats, triples = _setup(world)
+    parts = base_data.part_targets_for(base_data.load_records(world))
+    pretrain.pretrain(model, tok, feats, triples, settings, parts=parts)
+    want = model.state_dict()
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_4(step, loss):
+        if step == 4:
+            raise Killed
+
+    _, tok2, model2, _, _ = _setup(world)
+    ckpt = tmp_path / "ckpt.pt"
+    with pytest.raises(Killed):
+        pretrain.pretrain(
+            model2, tok2, feats, triples, settings, parts=parts, checkpoint=ckpt, on_step=kill_at_4
+        )
+    assert torch.load(ckpt, weights_only=False)["step"] == 3
+    _, tok3, model3, _, _ = _setup(world)  # a fresh process: rebuilt model, resumed from the checkpoint
+    pretrain.pretrain(model3, tok3, feats, triples, settings, parts=parts, checkpoint=ckpt)
+    got = model3.state_dict()
+    assert all(torch.allclose(want[k], got[k], atol=1e-6) for k in want)
+
+
+def test_settings_reject_unknown_names():
+    with pytest.raises(ConfigError, match="hidden_sise"):
+        tiny.settings_from(hidden_sise=3)
+
+
+def test_build_is_cached_and_loads_with_auto_classes(tmp_path, monkeypatch):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from selfsynth.cli import main
+
+    out = tmp_path / "base"
+    args = [
+        "base",
+        "build",
+        "--out",
+        str(out),
+        "--species",
+        "2",
+        "--train-per-class",
+        "3",
+        "--steps",
+        "4",
+        "--hidden-size",
+        "32",
+        "--heads",
+        "2",
+        "--layers",
+        "1",
+        "--vocab-size",
+        "400",
+        "--batch-size",
+        "8",
+    ]
+    assert main(args) == 0
+    manifest = (out / tiny.MANIFEST).read_text()
+    assert not (out / "_work").exists()
+    assert isinstance(AutoModelForImageTextToText.from_pretrained(out).config.image_token_id, int)
+    assert AutoProcessor.from_pretrained(out).tokenizer.image_token == IMAGE_TOKEN
+
+    def no_training(*a, **k):
+        raise AssertionError("a cached build must not train again")
+
+    monkeypatch.setattr(pretrain, "pretrain", no_training)
+    assert main(args) == 0
+    assert (out / tiny.MANIFEST).read_text() == manifest
+    assert main([*args[:-1], "16"]) == 2  # other settings into the same folder: refused without --force
