@@ -115,16 +115,15 @@ class TextEncoder:
     def _load(self) -> None:
         if self._model is not None:
             return
-        import torch
         from transformers import AutoModel, AutoTokenizer
 
-        device = self.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        from selfsynth.models.devices import resolve_device
+
+        device = resolve_device(self.device)
         log.info("loading text encoder %s on %s", self.path, device)
         self._tokenizer = AutoTokenizer.from_pretrained(self.path)
         self._model = AutoModel.from_pretrained(self.path).to(device).eval()
-        self._torch_device = torch.device(device)
+        self._torch_device = device
 
     def _embed_batch(self, texts: list[str]) -> np.ndarray:
         """One forward pass: mean over real tokens (the attention mask), then unit length."""

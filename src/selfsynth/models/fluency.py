@@ -136,16 +136,15 @@ class FluencyScorer:
     def _load(self) -> None:
         if self._model is not None:
             return
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        device = self.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        from selfsynth.models.devices import resolve_device
+
+        device = resolve_device(self.device)
         log.info("loading fluency model %s on %s", self.path, device)
         self._tok = AutoTokenizer.from_pretrained(self.path)
         self._model = AutoModelForCausalLM.from_pretrained(self.path).to(device).eval()
-        self._device = torch.device(device)
+        self._device = device
 
     def _start_id(self) -> int:
         tok = self._tok
