@@ -129,7 +129,3 @@ def iter_manifests(run_dir: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
 def chunk_seed(seed: int, stage: str, chunk: int) -> int:
     """A per-chunk seed that does not depend on which chunks ran before (resume-safe)."""
     return int(fingerprint([seed, stage, chunk])[:8], 16)
-
-
-def write_rows(path: str | Path, rows: list[dict[str, Any]]) -> int:
-    return write_jsonl(path, rows)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from selfsynth.io import write_jsonl
 from selfsynth.records import QA, Example
 from selfsynth.runs import Stage, chunk_seed, stage_fp
 from selfsynth.stages.context import Context
@@ -112,8 +113,6 @@ def run_sample(
     )
     accepted = accept(rows, method, cfg.fallback)
     if not done:
-        from selfsynth.io import write_jsonl
-
         write_jsonl(stage.dir / "accepted.jsonl", [a.to_dict() for a in accepted])
         n_fb = sum(a.kind == "fallback" for a in accepted)
         stage.finish(
