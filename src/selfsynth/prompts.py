@@ -112,4 +112,12 @@ def vqa_prompt(question: str, options: dict[str, str]) -> str:
 
 
 def vqa_answer(letter: str, options: dict[str, str]) -> str:
-    return f"The answer is {letter}. {options[letter]}"
+    """Option text first, then the letter: "Looking at the image: short and conical. The answer is C."
+
+    The base model and every round's general-ability mix train on this one form. A small decoder
+    learns to say what it sees long before it learns to map that to a shuffled letter in one
+    step; saying the option first turns the letter into a copy from the prompt.
+    ``metrics.parse_letter`` reads "answer is C" anywhere; the lead-in keeps an option that
+    starts with a capital ("A white eye ring") from being read as the letter A.
+    """
+    return f"Looking at the image: {options[letter]}. The answer is {letter}."

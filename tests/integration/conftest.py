@@ -13,6 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 MICRO_BASE = dict(
     species=4,
     train_per_class=12,
+    text_steps=40,
     steps=80,
     hidden_size=96,
     layers=2,

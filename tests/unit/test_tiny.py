@@ -101,6 +101,17 @@ def test_nonce_names_are_not_species_words():
         assert not [r for w in name.lower().split() for r in real if r in w or w in r], name
 
 
+def test_drill_names_use_the_species_name_words_but_never_an_avoided_label():
+    from selfsynth.data.world.species import FIRST_WORDS, GENUS_WORDS
+
+    rng = random.Random(0)
+    avoid = frozenset(f"{a} {b}".lower() for a in FIRST_WORDS[:30] for b in GENUS_WORDS)
+    names = [base_data.drill_name(rng, avoid) for _ in range(400)]
+    words = {w for n in names for w in n.split()}
+    assert len(words & set(FIRST_WORDS)) > 40 and len(words & set(GENUS_WORDS)) > 30
+    assert not [n for n in names if n.lower() in avoid]
+
+
 def test_epoch_batches_cover_every_example_once_and_are_seeded():
     lengths = [random.Random(i).randint(5, 50) for i in range(100)]
     a = pretrain.epoch_batches(lengths, 8, seed=1, epoch=0)
@@ -141,29 +152,50 @@ def test_ten_pretraining_steps_lower_the_loss_and_keep_the_tower(world):
     assert all(torch.equal(v, after[k]) for k, v in tower_before.items())
 
 
+def test_text_drills_are_text_only_and_answerable_from_the_prompt(world):
+    from selfsynth.metrics import parse_letter
+
+    records = base_data.load_records(world)
+    drills = base_data.text_drills(records, seed=0, n=60)
+    assert len(drills) == 60 and all(t.image == -1 for t in drills)
+    for t in drills:
+        letter = parse_letter(t.answer)
+        if letter is not None:  # multiple choice: the prompt states the right option
+            option = t.answer.split("Looking at the image: ", 1)[1].rsplit(". The answer is", 1)[0]
+            assert f"{letter}. {option}" in t.question and t.question.count(option) >= 2
+        else:  # a made-up label the answer must repeat
+            words = [w.strip(".,") for w in t.answer.split() if w[:1].isupper()]
+            assert any(w in t.question for w in words[1:]), t
+
+
 def test_killed_pretraining_resumes_to_the_same_weights(world, tmp_path):
-    settings = pretrain.TrainSettings(steps=6, batch_size=8, lr=3e-3, warmup_steps=2, checkpoint_every=3)
+    # 3 text-only steps, then 6 image steps; killed in the image phase, resumed at the boundary
+    settings = pretrain.TrainSettings(
+        steps=6, text_steps=3, batch_size=8, lr=3e-3, warmup_steps=2, checkpoint_every=3
+    )
     _, tok, model, feats, triples = _setup(world)
-    parts = base_data.part_targets_for(base_data.load_records(world))
-    pretrain.pretrain(model, tok, feats, triples, settings, parts=parts)
+    records = base_data.load_records(world)
+    parts = base_data.part_targets_for(records)
+    text = base_data.text_drills(records, seed=0, n=40)
+    pretrain.pretrain(model, tok, feats, triples, settings, parts=parts, text=text)
     want = model.state_dict()
 
     class Killed(Exception):
         pass
 
-    def kill_at_4(step, loss):
-        if step == 4:
+    def kill_at_5(step, loss):
+        if step == 5:
             raise Killed
 
     _, tok2, model2, _, _ = _setup(world)
     ckpt = tmp_path / "ckpt.pt"
     with pytest.raises(Killed):
         pretrain.pretrain(
-            model2, tok2, feats, triples, settings, parts=parts, checkpoint=ckpt, on_step=kill_at_4
+            model2, tok2, feats, triples, settings, parts=parts, text=text, checkpoint=ckpt, on_step=kill_at_5
         )
     assert torch.load(ckpt, weights_only=False)["step"] == 3
     _, tok3, model3, _, _ = _setup(world)  # a fresh process: rebuilt model, resumed from the checkpoint
-    pretrain.pretrain(model3, tok3, feats, triples, settings, parts=parts, checkpoint=ckpt)
+    pretrain.pretrain(model3, tok3, feats, triples, settings, parts=parts, text=text, checkpoint=ckpt)
     got = model3.state_dict()
     assert all(torch.allclose(want[k], got[k], atol=1e-6) for k in want)
 
@@ -214,3 +246,30 @@ def test_build_is_cached_and_loads_with_auto_classes(tmp_path, monkeypatch):
     assert main(args) == 0
     assert (out / tiny.MANIFEST).read_text() == manifest
     assert main([*args[:-1], "16"]) == 2  # other settings into the same folder: refused without --force
+
+
+def test_killed_build_resumes_from_its_work_folder(tmp_path, monkeypatch):
+    import selfsynth.data.world as world_pkg
+
+    s = tiny.settings_from(**TINY)
+    out = tmp_path / "base"
+    real_pretrain = pretrain.pretrain
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pretrain, "pretrain", killed)
+    with pytest.raises(KeyboardInterrupt):
+        tiny.build_base_model(out, s, threads=1)
+    work = out / "_work"
+    assert (work / "world" / "world.json").is_file() and (work / "features.pt").is_file()
+    assert not tiny.is_built(out)
+
+    def no_redraw(*a, **k):
+        raise AssertionError("the world was drawn again")
+
+    monkeypatch.setattr(pretrain, "pretrain", real_pretrain)
+    monkeypatch.setattr(world_pkg, "make_world", no_redraw)
+    manifest = tiny.build_base_model(out, s, threads=1)
+    assert tiny.is_built(out, s) and manifest["fingerprint"] == s.fingerprint()
+    assert not work.exists()

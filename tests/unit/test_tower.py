@@ -50,6 +50,18 @@ def test_fine_features_add_the_stride16_map_under_each_token():
     assert torch.allclose(tokens[..., :1280], coarse, atol=1e-5)
 
 
+def test_colour_cells_add_the_mean_pixel_colour_under_each_token():
+    cfg = EfficientNetTowerConfig(fine_features=True, normalize=True, colour_cells=4, load_pretrained=False)
+    tower = tower_model.EfficientNetTower(cfg)
+    assert cfg.hidden_size == 1280 + 4 * 112 + 3 * 16
+    x = torch.zeros(1, 3, 128, 128)
+    x[:, 0, :8, :8] = 2.0  # red in the top-left 8 x 8 cell of the first token only
+    tokens = tower(x).last_hidden_state
+    colour = tokens[0, :, -48:].reshape(16, 3, 4, 4)
+    assert colour[0, 0, 0, 0] == 2.0 and colour[0, 1:].abs().sum() == 0
+    assert colour[0, 0].sum() == 2.0 and colour[1:].abs().sum() == 0
+
+
 def test_tower_loads_the_bundled_imagenet_weights():
     tower = tower_model.EfficientNetTower(EfficientNetTowerConfig())
     state = torch.load(tower_model.bundled_weights_path(), map_location="cpu", weights_only=True)

@@ -7,8 +7,21 @@ import json
 from pathlib import Path
 
 # Settings the command line exposes (the rest keep their defaults; the library takes all of them).
-_BUILD_FLAGS = ("seed", "steps", "batch_size", "lr", "species", "train_per_class", "species_seed", "image_seed",
-                "hidden_size", "layers", "heads", "vocab_size")  # fmt: skip
+_BUILD_FLAGS = (
+    "seed",
+    "text_steps",
+    "steps",
+    "batch_size",
+    "lr",
+    "species",
+    "train_per_class",
+    "species_seed",
+    "image_seed",
+    "hidden_size",
+    "layers",
+    "heads",
+    "vocab_size",
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +31,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b = verbs.add_parser("build", help="pretrain the base VLM into a folder (cached, resumable)")
     b.add_argument("--out", default="", help="output folder (default: the cache, base-<fingerprint>)")
     b.add_argument("--seed", type=int, default=None, help="model init and data order seed (default 0)")
-    b.add_argument("--steps", type=int, default=None, help="pretraining steps")
+    b.add_argument(
+        "--text-steps", type=int, default=None, help="text-only copy-drill steps before the image steps"
+    )
+    b.add_argument("--steps", type=int, default=None, help="pretraining steps on images")
     b.add_argument("--batch-size", type=int, default=None)
     b.add_argument("--lr", type=float, default=None)
     b.add_argument("--species", type=int, default=None, help="species in the pretraining world")
@@ -72,8 +88,14 @@ def _eval(args: argparse.Namespace) -> int:
     from selfsynth.models.vlm import check_model_dir
 
     check_model_dir(args.model)
-    res = evaluate_base(args.model, species=args.species, per_class=args.per_class, species_seed=args.species_seed,
-                        image_seed=args.image_seed, samples=args.samples)  # fmt: skip
+    res = evaluate_base(
+        args.model,
+        species=args.species,
+        per_class=args.per_class,
+        species_seed=args.species_seed,
+        image_seed=args.image_seed,
+        samples=args.samples,
+    )
     print(format_report(res))
     if args.json:
         write_json(args.json, res)

@@ -5,9 +5,10 @@ to know a species: captions under the describe prompts, the world's multiple-cho
 the pipeline's prompt format), short open questions about parts, pose and background, a
 no-name answer to "what species is this?", and answers that use a label given in the prompt
 (the round-1 synthesis prompt "This is a picture of a {label} with the following visual
-features: ...", and short "this bird is a {label}" drills) where the label is a made-up name
-that belongs to no species, so the model learns to use a label it is told without learning any
-real one. No species name appears anywhere in the pretraining text or the tokenizer's.
+features: ...", and short "this bird is a {label}" drills) where the label is a random pairing
+of name words shown with a random image, so the model learns to use a label it is told without
+learning which bird any name belongs to. No species name of the pretraining world appears in
+the pretraining text.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 from selfsynth.io import read_json, read_jsonl
 from selfsynth.models.part_probe import PartTargets, part_targets
 from selfsynth.models.pretrain import Triple
-from selfsynth.prompts import concept_prompt, pools_for, vqa_prompt
+from selfsynth.prompts import concept_prompt, pools_for, vqa_answer, vqa_prompt
 
 # Describe prompts that ask for everything visible get the full caption styles (0: sentences,
 # 3: feature list); brief prompts get every style. The world writes a record's captions in
@@ -44,9 +45,13 @@ NO_NAME_ANSWERS = (
 SCENE_ANSWERS = {
     "pose": {"perched": "The bird is perched on a branch.", "flying": "The bird is flying."},
     "facing": {"left": "It is facing left.", "right": "It is facing right."},
-    "background": {"sky": "The background is sky.", "water": "The background is water.",
-                   "foliage": "The background is green foliage.", "sand": "The background is sand."},
-}  # fmt: skip
+    "background": {
+        "sky": "The background is sky.",
+        "water": "The background is water.",
+        "foliage": "The background is green foliage.",
+        "sand": "The background is sand.",
+    },
+}
 _NAME_ORDER = 3  # letters of context in the made-up name generator
 
 
@@ -85,9 +90,16 @@ def ensure_world(out: Path, s: Any) -> Path:
     from selfsynth.data.world import make_world
 
     if not (out / "world.json").is_file():
-        make_world(out, species=s.species, train_per_class=s.train_per_class,
-                   test_per_class=max(1, s.train_per_class // 8), species_seed=s.species_seed,
-                   image_seed=s.image_seed, size=s.image_size, progress=True)  # fmt: skip
+        make_world(
+            out,
+            species=s.species,
+            train_per_class=s.train_per_class,
+            test_per_class=max(1, s.train_per_class // 8),
+            species_seed=s.species_seed,
+            image_seed=s.image_seed,
+            size=s.image_size,
+            progress=True,
+        )
     return out
 
 
@@ -99,9 +111,16 @@ def load_records(world: Path) -> list[ImageRecord]:
             scene = {
                 k: r.get(k) for k in ("pose", "facing", "head_turned", "background", "occluder", "occluded")
             }
-            out.append(ImageRecord(id=r["id"], image=str((world / r["image"]).resolve()), attributes=r["attributes"],
-                                   visible_parts=list(r["visible_parts"]),
-                                   visible_concepts=list(r["visible_concepts"]), scene=scene))  # fmt: skip
+            out.append(
+                ImageRecord(
+                    id=r["id"],
+                    image=str((world / r["image"]).resolve()),
+                    attributes=r["attributes"],
+                    visible_parts=list(r["visible_parts"]),
+                    visible_concepts=list(r["visible_concepts"]),
+                    scene=scene,
+                )
+            )
     return out
 
 
@@ -144,6 +163,30 @@ def nonce_name(rng: random.Random) -> str:
     return f"{word()} {word()}"
 
 
+def drill_name(rng: random.Random, avoid: frozenset[str] = frozenset()) -> str:
+    """A label for the label-use drills: half Markov-chain nonce names, half built like species names.
+
+    Species names pair a first word with a genus word from the world's name lists (or invented
+    ones with the same endings). Those exact words must appear as drill labels: a word piece that
+    is never a training target keeps its random embedding, and the model could not copy it (with
+    nonce names only, it repeated nonce names and garbled every real one). Pairs are random and
+    shown with random images, so the model learns to repeat a label it is told, never which
+    bird one belongs to. ``avoid``: labels (lower case) never to draw, e.g. the pretraining
+    world's own species.
+    """
+    from selfsynth.data.world.species import FIRST_WORDS, GENUS_WORDS, _invented_word
+
+    while True:
+        if rng.random() < 0.5:
+            name = nonce_name(rng)
+        else:
+            first = rng.choice(FIRST_WORDS) if rng.random() < 0.8 else _invented_word(rng, "ian")
+            genus = rng.choice(GENUS_WORDS) if rng.random() < 0.8 else _invented_word(rng, "let")
+            name = f"{first} {genus}"
+        if name.lower() not in avoid:
+            return name
+
+
 def tokenizer_corpus(world: Path, s: Any) -> Iterator[str]:
     """World text, prompts, concept phrases of many species seeds, and many made-up names.
 
@@ -175,14 +218,8 @@ def tokenizer_corpus(world: Path, s: Any) -> Iterator[str]:
 
 
 def vqa_target(letter: str, options: dict[str, str]) -> str:
-    """Option text first, then the letter: "Looking at the image: short and conical. The answer is C."
-
-    A tiny decoder learns to name what it sees long before it learns to map that to a shuffled
-    letter in one step; saying the option first turns the letter into a copy from the prompt.
-    ``metrics.parse_letter`` reads "answer is C" anywhere; the lead-in keeps an option that
-    starts with a capital ("A white eye ring") from being read as the letter A.
-    """
-    return f"Looking at the image: {options[letter]}. The answer is {letter}."
+    """The multiple-choice target the base model learns: ``prompts.vqa_answer`` (option, then letter)."""
+    return vqa_answer(letter, options)
 
 
 def _features(rec: ImageRecord, rng: random.Random, k: int = 3) -> str:
@@ -215,10 +252,10 @@ def _open_questions(rec: ImageRecord, rng: random.Random, n: int) -> list[Triple
     return out
 
 
-def _in_context(rec: ImageRecord, rng: random.Random) -> Triple:
-    """The synthesis prompt with a nonce label; the answer names it and cites the given features."""
+def _in_context(rec: ImageRecord, rng: random.Random, avoid: frozenset[str] = frozenset()) -> Triple:
+    """The synthesis prompt with a drill label; the answer names it and cites the given features."""
     pools = pools_for("birds")
-    name = nonce_name(rng)
+    name = drill_name(rng, avoid)
     given = rng.sample(rec.visible_concepts, min(len(rec.visible_concepts), rng.randint(3, 5)))
     cited = given[0] if len(given) == 1 else ", ".join(given[:-1]) + " and " + given[-1]
     style = rng.choice(("simple", "explain", "cot"))
@@ -232,10 +269,10 @@ def _in_context(rec: ImageRecord, rng: random.Random) -> Triple:
     return Triple(-1, concept_prompt(name, given, question), answer)
 
 
-def _name_drill(rng: random.Random) -> Triple:
+def _name_drill(rng: random.Random, avoid: frozenset[str] = frozenset()) -> Triple:
     """The shortest form of using a given label: told the name, asked for it."""
     pools = pools_for("birds")
-    name = nonce_name(rng)
+    name = drill_name(rng, avoid)
     intro = rng.choice(
         ("This is a picture of a {}.", "The bird in this picture is a {}.", "This bird is a {}.")
     )
@@ -244,15 +281,23 @@ def _name_drill(rng: random.Random) -> Triple:
     return Triple(-1, f"{intro.format(name)} {question}", answer.format(name))
 
 
-def make_triples(world: Path, records: Sequence[ImageRecord], *, seed: int = 0, vqa_per_image: int = 6,
-                 open_per_image: int = 3, in_context_per_image: int = 2,
-                 drills_per_image: int = 2) -> list[Triple]:  # fmt: skip
+def make_triples(
+    world: Path,
+    records: Sequence[ImageRecord],
+    *,
+    seed: int = 0,
+    vqa_per_image: int = 6,
+    open_per_image: int = 3,
+    in_context_per_image: int = 2,
+    drills_per_image: int = 2,
+) -> list[Triple]:
     """All pretraining triples; ``Triple.image`` indexes ``records``."""
     from selfsynth.data.world.text import vqa
 
     pools = pools_for("birds")
     caps = {r["id"]: r["captions"] for r in read_jsonl(world / "captions.jsonl")}
     rng = random.Random(f"selfsynth-base-triples:{seed}")
+    avoid = frozenset(label.lower() for label in world_species_labels(world))
     out: list[Triple] = []
     for i, rec in enumerate(records):
         items: list[Triple] = []
@@ -270,10 +315,40 @@ def make_triples(world: Path, records: Sequence[ImageRecord], *, seed: int = 0, 
             items.append(
                 Triple(i, question, rng.choice(NO_NAME_ANSWERS).format(features=_features(rec, rng)))
             )
-        items.extend(_in_context(rec, rng) for _ in range(in_context_per_image))
-        items.extend(_name_drill(rng) for _ in range(drills_per_image))
+        items.extend(_in_context(rec, rng, avoid) for _ in range(in_context_per_image))
+        items.extend(_name_drill(rng, avoid) for _ in range(drills_per_image))
         out.extend(Triple(i, t.question, t.answer) for t in items)
     return out
+
+
+def text_drills(
+    records: Sequence[ImageRecord], *, seed: int = 0, n: int = 20000, avoid: frozenset[str] = frozenset()
+) -> list[Triple]:
+    """Text-only copy drills for the pretraining warm-up (``Triple.image`` is -1: no image).
+
+    Three ways of using what the prompt says, in the formats the image data uses later: a
+    made-up label to repeat, the round-1 synthesis prompt (label and features to cite), and a
+    multiple-choice question whose right option the prompt states, answered with that option
+    and its letter. Once the decoder copies reliably from text, the image steps only have to
+    teach it where the image says the same thing.
+    """
+    from selfsynth.data.world.text import vqa
+
+    rng = random.Random(f"selfsynth-base-drills:{seed}")
+    out: list[Triple] = []
+    while len(out) < n:
+        rec = records[rng.randrange(len(records))]
+        kind = rng.random()
+        if kind < 0.3:
+            out.append(_name_drill(rng, avoid))
+        elif kind < 0.65:
+            out.append(_in_context(rec, rng, avoid))
+        else:
+            q = vqa(rec.attributes, rec.visible_parts, rec.scene, rng, 1)[0]
+            hint = rng.choice(("Hint: {}.", "Someone says: {}.", "The right option is: {}."))
+            prompt = hint.format(q["options"][q["answer"]]) + "\n" + vqa_prompt(q["question"], q["options"])
+            out.append(Triple(-1, prompt, vqa_answer(q["answer"], q["options"])))
+    return [Triple(-1, t.question, t.answer) for t in out]
 
 
 def part_targets_for(records: Sequence[ImageRecord]) -> PartTargets:

@@ -51,6 +51,7 @@ def attribute_scores(texts: Sequence[str], rows: Sequence[dict[str, Any]]) -> di
     from selfsynth.data.world.vocab import parse_attributes
 
     stated = correct = mentioned = hidden = 0
+    by_part: dict[str, list[int]] = {}
     for text, row in zip(texts, rows, strict=True):
         values = parse_attributes(text)
         visible = set(row["visible_parts"])
@@ -58,7 +59,11 @@ def attribute_scores(texts: Sequence[str], rows: Sequence[dict[str, Any]]) -> di
             if part in visible:
                 stated += 1
                 mentioned += 1
-                correct += value == row["attributes"][part]
+                right = value == row["attributes"][part]
+                correct += right
+                tally = by_part.setdefault(part, [0, 0])
+                tally[0] += right
+                tally[1] += 1
             else:
                 hidden += 1
     n = max(1, len(texts))
@@ -68,6 +73,7 @@ def attribute_scores(texts: Sequence[str], rows: Sequence[dict[str, Any]]) -> di
         "visible_parts": sum(len(r["visible_parts"]) for r in rows) / n,
         "hidden_stated": hidden / n,
         "statements": stated,
+        "per_part": {p: round(c / n_p, 3) for p, (c, n_p) in sorted(by_part.items())},
     }
 
 
@@ -77,21 +83,44 @@ def make_eval_world(
     from selfsynth.data.world import make_world
 
     if not (out / "world.json").is_file():
-        make_world(out, species=species, train_per_class=1, test_per_class=per_class, species_seed=species_seed,
-                   image_seed=image_seed, size=size)  # fmt: skip
+        make_world(
+            out,
+            species=species,
+            train_per_class=1,
+            test_per_class=per_class,
+            species_seed=species_seed,
+            image_seed=image_seed,
+            size=size,
+        )
     return out
 
 
-def evaluate_base(model_dir: str | Path, *, species: int = 16, per_class: int = 6, species_seed: int = 2001,
-                  image_seed: int = 2002, samples: int = 2, prompts: int = 3, max_new_tokens: int = 96,
-                  batch_size: int = 32, seed: int = 0, world_dir: str | Path | None = None,
-                  progress: bool = True) -> dict[str, Any]:  # fmt: skip
+def evaluate_base(
+    model_dir: str | Path,
+    *,
+    species: int = 16,
+    per_class: int = 6,
+    species_seed: int = 2001,
+    image_seed: int = 2002,
+    samples: int = 2,
+    prompts: int = 3,
+    max_new_tokens: int = 96,
+    batch_size: int = 32,
+    seed: int = 0,
+    world_dir: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """All figures of the module docstring for the model in ``model_dir``."""
     from selfsynth.models.vlm import VLM
 
     with tempfile.TemporaryDirectory(prefix="selfsynth-base-eval-") as tmp:
-        world = make_eval_world(Path(world_dir) if world_dir else Path(tmp) / "world", species=species,
-                                per_class=per_class, species_seed=species_seed, image_seed=image_seed)  # fmt: skip
+        world = make_eval_world(
+            Path(world_dir) if world_dir else Path(tmp) / "world",
+            species=species,
+            per_class=per_class,
+            species_seed=species_seed,
+            image_seed=image_seed,
+        )
         rows = read_jsonl(world / "test.jsonl")
         labels = [s["label"] for s in read_json(world / "world.json")["species"]]
         vqa = [q for q in read_jsonl(world / "vqa.jsonl") if q["split"] == "test"]
@@ -112,32 +141,53 @@ def evaluate_base(model_dir: str | Path, *, species: int = 16, per_class: int = 
             concept_prompt(r["label"], r["visible_concepts"][:4], pools_for("birds").explain[0]) for r in rows
         ]
         told_ans = [g[0] for g in vlm.generate([r["path"] for r in rows], told, **kw)]
-        vqa_ans = [g[0] for g in vlm.generate([str(world / q["image"]) for q in vqa],
-                                              [vqa_prompt(q["question"], q["options"]) for q in vqa],
-                                              **{**kw, "max_new_tokens": 24})]  # fmt: skip
+        vqa_ans = [
+            g[0]
+            for g in vlm.generate(
+                [str(world / q["image"]) for q in vqa],
+                [vqa_prompt(q["question"], q["options"]) for q in vqa],
+                **{**kw, "max_new_tokens": 24},
+            )
+        ]
     flat_sampled = [t for group in sampled for t in group]
     all_answers = greedy + flat_sampled + species_ans
     names = sum(any(label_in(a, lab) for lab in labels) for a in all_answers)
     result = {
         "model": str(model_dir),
-        "world": {"species": species, "per_class": per_class, "species_seed": species_seed, "image_seed": image_seed,
-                  "test_images": len(rows), "vqa_items": len(vqa)},
+        "world": {
+            "species": species,
+            "per_class": per_class,
+            "species_seed": species_seed,
+            "image_seed": image_seed,
+            "test_images": len(rows),
+            "vqa_items": len(vqa),
+        },
         "prompts": describe,
         "greedy": attribute_scores(greedy, [r for r, _ in pairs]),
         "sampled": attribute_scores(flat_sampled, [r for r, _ in pairs for _ in range(samples)]),
-        "vqa_accuracy": sum(parse_letter(a) == q["answer"] for a, q in zip(vqa_ans, vqa, strict=True)) / max(1, len(vqa)),
+        "vqa_accuracy": sum(parse_letter(a) == q["answer"] for a, q in zip(vqa_ans, vqa, strict=True))
+        / max(1, len(vqa)),
         "names_species": names / max(1, len(all_answers)),
-        "species_accuracy": sum(label_in(a, r["label"]) for a, r in zip(species_ans, rows, strict=True)) / max(1, len(rows)),
+        "species_accuracy": sum(label_in(a, r["label"]) for a, r in zip(species_ans, rows, strict=True))
+        / max(1, len(rows)),
         "chance": 1.0 / species,
-        "uses_given_label": sum(label_in(a, r["label"]) for a, r in zip(told_ans, rows, strict=True)) / max(1, len(rows)),
+        "uses_given_label": sum(label_in(a, r["label"]) for a, r in zip(told_ans, rows, strict=True))
+        / max(1, len(rows)),
         "distinct_4": sum(distinct_n(g) for g in sampled) / max(1, len(sampled)),
         "distinct_4_corpus": distinct_n(flat_sampled),
         "examples": [
             {"image": r["id"], "prompt": p, "greedy": g, "sampled": s, "visible": r["visible_parts"]}
             for (r, p), g, s in list(zip(pairs, greedy, sampled, strict=True))[:6]
-        ] + [{"image": r["id"], "prompt": SPECIES_QUESTION, "answer": a} for r, a in list(zip(rows, species_ans, strict=True))[:3]]
-          + [{"image": r["id"], "prompt": p, "answer": a} for r, p, a in list(zip(rows, told, told_ans, strict=True))[:2]],
-    }  # fmt: skip
+        ]
+        + [
+            {"image": r["id"], "prompt": SPECIES_QUESTION, "answer": a}
+            for r, a in list(zip(rows, species_ans, strict=True))[:3]
+        ]
+        + [
+            {"image": r["id"], "prompt": p, "answer": a}
+            for r, p, a in list(zip(rows, told, told_ans, strict=True))[:2]
+        ],
+    }
     return result
 
 

@@ -12,6 +12,7 @@ resumed run sees the same batches as an uninterrupted one.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -54,6 +55,12 @@ class TrainSettings:
     checkpoint_every: int = 200
     seed: int = 0
     part_loss: float = 1.0  # weight of the auxiliary part probe (used when targets are given)
+    # Text-only steps before the image steps, on ``pretrain(text=...)`` examples (constant lr
+    # after warm-up). Copying from the prompt is an induction skill that a decoder trained from
+    # scratch acquires abruptly after a few hundred steps of nothing else; on short text-only
+    # sequences those steps cost a fraction of image steps, and mixed into image data at the
+    # share the mixture can afford it does not appear within the budget at all.
+    text_steps: int = 0
 
 
 @dataclass
@@ -85,8 +92,12 @@ def tokenize_triples(
 
     The prompt is the chat template's rendering with ``<image>`` expanded to the tower's token
     count (what ``LlavaProcessor`` does); the target is the answer plus the end-of-turn token.
+    A triple whose ``image`` is negative is text-only (no image in the prompt).
     """
-    prompts = [render_prompt(t.question).replace(IMAGE_TOKEN, IMAGE_TOKEN * image_tokens) for t in triples]
+    prompts = [
+        render_prompt(t.question, image=t.image >= 0).replace(IMAGE_TOKEN, IMAGE_TOKEN * image_tokens)
+        for t in triples
+    ]
     answers = [t.answer + IM_END for t in triples]
     p_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     a_ids = tokenizer(answers, add_special_tokens=False)["input_ids"]
@@ -198,13 +209,16 @@ def pretrain(
     settings: TrainSettings,
     *,
     parts: PartTargets | None = None,
+    text: Sequence[Triple] = (),
     checkpoint: str | Path | None = None,
     on_step: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
-    """Train projector + decoder in place for ``settings.steps`` steps (resuming from ``checkpoint``).
+    """Train projector + decoder in place (resuming from ``checkpoint``).
 
-    With ``parts`` (per-image part values), an auxiliary ``PartProbe`` on the projector output
-    joins the loss with weight ``settings.part_loss``; it is discarded afterwards.
+    ``settings.text_steps`` steps on the text-only ``text`` examples come first, then
+    ``settings.steps`` steps on ``triples``. With ``parts`` (per-image part values), an
+    auxiliary ``PartProbe`` on the projector output joins the image-step loss with weight
+    ``settings.part_loss``; it is discarded afterwards.
     """
     if not triples:
         raise ValueError("no training examples")
@@ -222,6 +236,13 @@ def pretrain(
         )
     rows = [encoded[i] for i in keep]
     image_of = [triples[i].image for i in keep]
+    n_text = settings.text_steps if text else 0
+    text_rows = (
+        [r for r in tokenize_triples(tokenizer, text, image_tokens=0, max_length=settings.max_length) if r]
+        if n_text
+        else []
+    )
+    text_lr = dataclasses.replace(settings, steps=max(1, n_text), min_lr_ratio=1.0)
     params = trainable_parameters(model)
     probe = None
     if parts is not None and settings.part_loss > 0:
@@ -243,7 +264,7 @@ def pretrain(
             probe.load_state_dict(state["probe"])
         opt.load_state_dict(state["optimizer"])
         start, losses = int(state["step"]), list(state["losses"])
-        logger.info("resuming pretraining at step %d of %d", start, settings.steps)
+        logger.info("resuming pretraining at step %d of %d", start, n_text + settings.steps)
     model.train()
     pad_id = tokenizer.pad_token_id
     t0 = time.time()
@@ -251,19 +272,39 @@ def pretrain(
     lengths = [len(ids) for ids, _ in rows]
     per_epoch = math.ceil(len(rows) / settings.batch_size)
     epoch, batches = -1, []
-    bar = tqdm(
-        range(start, settings.steps), desc="pretraining", unit="step", initial=start, total=settings.steps
-    )
+    total = n_text + settings.steps
+    text_lengths = [len(ids) for ids, _ in text_rows]
+    text_epoch, text_batches = -1, []
+    bar = tqdm(range(start, total), desc="pretraining", unit="step", initial=start, total=total)
     for step in bar:
-        if step // per_epoch != epoch:
-            epoch = step // per_epoch
+        if step < n_text:
+            per_text_epoch = math.ceil(len(text_rows) / settings.batch_size)
+            if step // per_text_epoch != text_epoch:
+                text_epoch = step // per_text_epoch
+                text_batches = epoch_batches(text_lengths, settings.batch_size, settings.seed + 1, text_epoch)
+            pick = text_batches[step % per_text_epoch]
+            value = _text_step(model, [text_rows[i] for i in pick], step, text_lr, opt, params, pad_id)
+            window.append(value)
+            if on_step is not None:
+                on_step(step, value)
+            if len(window) == 10:
+                losses.append(sum(window) / len(window))
+                window = []
+                bar.set_postfix(loss=f"{losses[-1]:.3f}", phase="text")
+            done = step + 1
+            if ckpt is not None and done % settings.checkpoint_every == 0:
+                _save_checkpoint(ckpt, model, probe, opt, done, losses)
+            continue
+        istep = step - n_text
+        if istep // per_epoch != epoch:
+            epoch = istep // per_epoch
             batches = epoch_batches(lengths, settings.batch_size, settings.seed, epoch)
-        pick = batches[step % per_epoch]
+        pick = batches[istep % per_epoch]
         ids, attn, labels = collate([rows[i] for i in pick], pad_id)
         images = [image_of[i] for i in pick]
         batch_feats = feats[images].float()  # features may be cached in half precision
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, settings)
+            group["lr"] = _lr_at(istep, settings)
         image = model.model.multi_modal_projector(batch_feats)
         loss = vlm_loss(model, batch_feats, ids, attn, labels, image=image)
         if probe is not None:
@@ -276,13 +317,37 @@ def pretrain(
         window.append(value)
         if on_step is not None:
             on_step(step, value)
-        if len(window) == 10 or step == settings.steps - 1:
+        if len(window) == 10 or step == total - 1:
             losses.append(sum(window) / len(window))
             window = []
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
         done = step + 1
-        if ckpt is not None and done < settings.steps and done % settings.checkpoint_every == 0:
+        if ckpt is not None and done < total and done % settings.checkpoint_every == 0:
             _save_checkpoint(ckpt, model, probe, opt, done, losses)
     bar.close()
     model.eval()
-    return TrainResult(steps=settings.steps, losses=losses, seconds=time.time() - t0)
+    return TrainResult(steps=total, losses=losses, seconds=time.time() - t0)
+
+
+def _text_step(
+    model: Any,
+    rows: Sequence[tuple[list[int], int]],
+    step: int,
+    s: TrainSettings,
+    opt: torch.optim.Optimizer,
+    params: list[torch.nn.Parameter],
+    pad_id: int,
+) -> float:
+    """One text-only step on ``rows`` (a length-bucketed batch, see ``epoch_batches``)."""
+    ids, attn, labels = collate(rows, pad_id)
+    for group in opt.param_groups:
+        group["lr"] = _lr_at(step, s)
+    hidden = model.model.language_model(input_ids=ids, attention_mask=attn).last_hidden_state
+    target = labels[:, 1:]
+    keep = target != -100
+    loss = F.cross_entropy(model.lm_head(hidden[:, :-1][keep]).float(), target[keep])
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm)
+    opt.step()
+    return float(loss.detach())

@@ -7,11 +7,14 @@ and a ``LlavaProcessor`` whose image processor needs no torchvision. It loads wi
 ``AutoModelForImageTextToText.from_pretrained(dir)`` / ``AutoProcessor.from_pretrained(dir)``
 after ``import selfsynth``.
 
-The build draws its own pretraining world (seeds apart from every task world), trains the
-tokenizer, encodes every image once with the frozen tower, pretrains projector + decoder on
-generic captions and VQA that never name a species, and writes ``build_manifest.json`` last: its
-presence with a matching fingerprint means "done", so a second call returns at once. Work in
-progress lives in ``DIR/_work`` (checkpoints every few hundred steps) so a killed build resumes.
+The build draws its own pretraining world (seeds apart from every task world; many species with
+few images each, so part values vary independently), trains the tokenizer, encodes every image
+once with the frozen tower, pretrains projector + decoder on generic captions, VQA and
+label-use drills that never name a species (``base_data``; an auxiliary part probe speeds up
+grounding, ``part_probe``), and writes ``build_manifest.json`` last: its presence with a
+matching fingerprint means "done", so a second call returns at once. Work in progress lives in
+``DIR/_work`` (checkpoints every few hundred steps) so a killed build resumes; it is removed
+when the build is done.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 MANIFEST = "build_manifest.json"
 # Bump when a code change alters what a build produces, so cached builds are not reused.
-BUILD_VERSION = 1
+BUILD_VERSION = 3
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
@@ -53,6 +56,7 @@ class BaseSettings:
     image_size: int = 128
     fine_features: bool = True  # tower tokens also carry the stride-16 map (see tower.py)
     normalize_features: bool = True  # standardised tower tokens (see tower.py)
+    colour_cells: int = 4  # mean pixel colour of 4 x 4 cells per token (see tower.py)
     # tokenizer: world text plus concept phrases of this many species seeds (and made-up names)
     vocab_size: int = 2048
     concept_seeds: int = 12
@@ -62,7 +66,8 @@ class BaseSettings:
     heads: int = 3
     intermediate_size: int = 512
     max_positions: int = 1024
-    # pretraining
+    # pretraining: first text-only copy drills (short sequences, cheap), then images
+    text_steps: int = 500
     steps: int = 1000
     batch_size: int = 32
     lr: float = 2e-3
@@ -106,7 +111,10 @@ def build_architecture(tokenizer: Any, s: BaseSettings) -> Any:
     from selfsynth.models.tower import EfficientNetTowerConfig
 
     vision = EfficientNetTowerConfig(
-        image_size=s.image_size, fine_features=s.fine_features, normalize=s.normalize_features
+        image_size=s.image_size,
+        fine_features=s.fine_features,
+        normalize=s.normalize_features,
+        colour_cells=s.colour_cells,
     )
     text = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -279,6 +287,7 @@ def _build(out: Path, work: Path, s: BaseSettings) -> dict[str, Any]:
         checkpoint_every=s.checkpoint_every,
         seed=s.seed,
         part_loss=s.part_loss,
+        text_steps=s.text_steps,
     )
     result = pretrain(
         model,
@@ -287,6 +296,12 @@ def _build(out: Path, work: Path, s: BaseSettings) -> dict[str, Any]:
         triples,
         train,
         parts=base_data.part_targets_for(records),
+        text=base_data.text_drills(
+            records,
+            seed=s.seed,
+            n=max(1, s.text_steps) * s.batch_size,
+            avoid=frozenset(x.lower() for x in base_data.world_species_labels(world)),
+        ),
         checkpoint=work / "checkpoint.pt",
     )
     timings["pretrain_s"] = round(result.seconds, 1)

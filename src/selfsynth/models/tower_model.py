@@ -104,6 +104,18 @@ class EfficientNetTower(PreTrainedModel):
         x = net._swish(net._bn1(net._conv_head(x)))
         return x, fine
 
+    def _colours(self, pixels: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """Mean (normalised) pixel value per colour cell, grouped under each patch token.
+
+        Left out of ``normalize``: standardising three numbers per cell would erase the very
+        colour they carry; normalised pixels are already on a unit scale.
+        """
+        k = self.config.colour_cells
+        cells = F.adaptive_avg_pool2d(pixels, (h * k, w * k))  # [B, 3, h*k, w*k]
+        b = cells.shape[0]
+        cells = cells.reshape(b, 3, h, k, w, k).permute(0, 2, 4, 1, 3, 5)
+        return cells.reshape(b, h * w, 3 * k * k)
+
     def get_input_embeddings(self) -> nn.Module:
         return self.net._conv_stem
 
@@ -125,6 +137,8 @@ class EfficientNetTower(PreTrainedModel):
                 pieces.append(fine.reshape(b, (hh // 2) * (ww // 2), c * 4))
             if self.config.normalize:
                 pieces = [F.layer_norm(p, p.shape[-1:]) for p in pieces]
+            if self.config.colour_cells:
+                pieces.append(self._colours(x, fmap.shape[-2], fmap.shape[-1]))
             tokens = torch.cat(pieces, dim=-1).contiguous()
         pooled = tokens.mean(dim=1)
         if return_dict is False:
