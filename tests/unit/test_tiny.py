@@ -169,9 +169,10 @@ def test_text_drills_are_text_only_and_answerable_from_the_prompt(world):
 
 
 def test_killed_pretraining_resumes_to_the_same_weights(world, tmp_path):
-    # 3 text-only steps, then 6 image steps; killed in the image phase, resumed at the boundary
+    # 3 text-only steps, then 6 image steps (with 4 text rows each); killed in the image phase,
+    # resumed at the boundary
     settings = pretrain.TrainSettings(
-        steps=6, text_steps=3, batch_size=8, lr=3e-3, warmup_steps=2, checkpoint_every=3
+        steps=6, text_steps=3, text_mix=4, batch_size=8, lr=3e-3, warmup_steps=2, checkpoint_every=3
     )
     _, tok, model, feats, triples = _setup(world)
     records = base_data.load_records(world)

@@ -61,6 +61,9 @@ class TrainSettings:
     # sequences those steps cost a fraction of image steps, and mixed into image data at the
     # share the mixture can afford it does not appear within the budget at all.
     text_steps: int = 0
+    # Text-only rows added to every image step (a second, cheap forward): copy practice that
+    # continues while the decoder learns to read the image, instead of only before it.
+    text_mix: int = 0
 
 
 @dataclass
@@ -237,9 +240,10 @@ def pretrain(
     rows = [encoded[i] for i in keep]
     image_of = [triples[i].image for i in keep]
     n_text = settings.text_steps if text else 0
+    mix = settings.text_mix if text else 0
     text_rows = (
         [r for r in tokenize_triples(tokenizer, text, image_tokens=0, max_length=settings.max_length) if r]
-        if n_text
+        if n_text or mix
         else []
     )
     text_lr = dataclasses.replace(settings, steps=max(1, n_text), min_lr_ratio=1.0)
@@ -274,15 +278,12 @@ def pretrain(
     epoch, batches = -1, []
     total = n_text + settings.steps
     text_lengths = [len(ids) for ids, _ in text_rows]
-    text_epoch, text_batches = -1, []
+    warm_stream = _Stream(text_lengths, settings.batch_size, settings.seed + 1)
+    mix_stream = _Stream(text_lengths, max(1, mix), settings.seed + 2)
     bar = tqdm(range(start, total), desc="pretraining", unit="step", initial=start, total=total)
     for step in bar:
         if step < n_text:
-            per_text_epoch = math.ceil(len(text_rows) / settings.batch_size)
-            if step // per_text_epoch != text_epoch:
-                text_epoch = step // per_text_epoch
-                text_batches = epoch_batches(text_lengths, settings.batch_size, settings.seed + 1, text_epoch)
-            pick = text_batches[step % per_text_epoch]
+            pick = warm_stream.batch(step)
             value = _text_step(model, [text_rows[i] for i in pick], step, text_lr, opt, params, pad_id)
             window.append(value)
             if on_step is not None:
@@ -309,6 +310,8 @@ def pretrain(
         loss = vlm_loss(model, batch_feats, ids, attn, labels, image=image)
         if probe is not None:
             loss = loss + settings.part_loss * probe.loss(image, parts.labels[images])
+        if mix:
+            loss = loss + _text_loss(model, [text_rows[i] for i in mix_stream.batch(istep)], pad_id)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
@@ -329,6 +332,30 @@ def pretrain(
     return TrainResult(steps=total, losses=losses, seconds=time.time() - t0)
 
 
+class _Stream:
+    """Length-bucketed batches over one list, epoch after epoch, addressed by step (resumable)."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int) -> None:
+        self.lengths, self.batch_size, self.seed = lengths, batch_size, seed
+        self.per_epoch = max(1, math.ceil(len(lengths) / batch_size))
+        self.epoch, self.batches = -1, []
+
+    def batch(self, step: int) -> list[int]:
+        if step // self.per_epoch != self.epoch:
+            self.epoch = step // self.per_epoch
+            self.batches = epoch_batches(self.lengths, self.batch_size, self.seed, self.epoch)
+        return self.batches[step % self.per_epoch]
+
+
+def _text_loss(model: Any, rows: Sequence[tuple[list[int], int]], pad_id: int) -> torch.Tensor:
+    """Answer-token loss of text-only rows through the decoder (no image)."""
+    ids, attn, labels = collate(rows, pad_id)
+    hidden = model.model.language_model(input_ids=ids, attention_mask=attn).last_hidden_state
+    target = labels[:, 1:]
+    keep = target != -100
+    return F.cross_entropy(model.lm_head(hidden[:, :-1][keep]).float(), target[keep])
+
+
 def _text_step(
     model: Any,
     rows: Sequence[tuple[list[int], int]],
@@ -339,13 +366,9 @@ def _text_step(
     pad_id: int,
 ) -> float:
     """One text-only step on ``rows`` (a length-bucketed batch, see ``epoch_batches``)."""
-    ids, attn, labels = collate(rows, pad_id)
     for group in opt.param_groups:
         group["lr"] = _lr_at(step, s)
-    hidden = model.model.language_model(input_ids=ids, attention_mask=attn).last_hidden_state
-    target = labels[:, 1:]
-    keep = target != -100
-    loss = F.cross_entropy(model.lm_head(hidden[:, :-1][keep]).float(), target[keep])
+    loss = _text_loss(model, rows, pad_id)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm)

@@ -67,7 +67,8 @@ class BaseSettings:
     intermediate_size: int = 512
     max_positions: int = 1024
     # pretraining: first text-only copy drills (short sequences, cheap), then images
-    text_steps: int = 500
+    text_steps: int = 800
+    text_mix: int = 0  # text-only copy-drill rows added to every image step
     steps: int = 1000
     batch_size: int = 32
     lr: float = 2e-3
@@ -288,6 +289,7 @@ def _build(out: Path, work: Path, s: BaseSettings) -> dict[str, Any]:
         seed=s.seed,
         part_loss=s.part_loss,
         text_steps=s.text_steps,
+        text_mix=s.text_mix,
     )
     result = pretrain(
         model,
@@ -299,7 +301,7 @@ def _build(out: Path, work: Path, s: BaseSettings) -> dict[str, Any]:
         text=base_data.text_drills(
             records,
             seed=s.seed,
-            n=max(1, s.text_steps) * s.batch_size,
+            n=max(1, s.text_steps * s.batch_size + s.steps * s.text_mix),
             avoid=frozenset(x.lower() for x in base_data.world_species_labels(world)),
         ),
         checkpoint=work / "checkpoint.pt",
