@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -72,13 +73,24 @@ def default_reference_path(convert_dir: str | Path | None = None) -> str:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.hf_quantizer = None
-    # Save beside the target and rename, so a killed conversion never leaves a folder we would trust.
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.replace(target)
+    # Save into a folder of this process's own beside the target and rename it into place, so a
+    # killed conversion never leaves a folder we would trust, and runs converting at the same
+    # time (two evaluations started together) never write into each other's files.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
+            return str(target)  # another process finished first: keep its copy
+        shutil.rmtree(target, ignore_errors=True)
+        try:
+            tmp.replace(target)
+        except OSError:  # another process renamed its copy into place a moment ago
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return str(target)
 
 
