@@ -202,7 +202,7 @@ def tokenizer_corpus(world: Path, s: Any) -> Iterator[str]:
         yield from r["captions"]
     for q in read_jsonl(world / "vqa.jsonl"):
         yield vqa_prompt(q["question"], q["options"])
-        yield vqa_target(q["answer"], q["options"])
+        yield vqa_answer(q["answer"], q["options"])
     pools = pools_for("birds")
     for pool in (pools.describe, pools.simple, pools.explain, pools.cot, BRIEF_PROMPTS, NO_NAME_ANSWERS):
         yield from pool
@@ -215,11 +215,6 @@ def tokenizer_corpus(world: Path, s: Any) -> Iterator[str]:
     rng = random.Random(0)
     for _ in range(5000):
         yield f"This is a picture of a {nonce_name(rng)}."
-
-
-def vqa_target(letter: str, options: dict[str, str]) -> str:
-    """The multiple-choice target the base model learns: ``prompts.vqa_answer`` (option, then letter)."""
-    return vqa_answer(letter, options)
 
 
 def _features(rec: ImageRecord, rng: random.Random, k: int = 3) -> str:
@@ -297,7 +292,7 @@ def make_triples(
     pools = pools_for("birds")
     caps = {r["id"]: r["captions"] for r in read_jsonl(world / "captions.jsonl")}
     rng = random.Random(f"selfsynth-base-triples:{seed}")
-    avoid = frozenset(label.lower() for label in world_species_labels(world))
+    avoid = species_label_set(world)
     out: list[Triple] = []
     for i, rec in enumerate(records):
         items: list[Triple] = []
@@ -307,7 +302,7 @@ def make_triples(
                 items.extend(Triple(i, p, caption) for p in rng.sample(pools.describe, 2))
         for q in vqa(rec.attributes, rec.visible_parts, rec.scene, rng, vqa_per_image):
             items.append(
-                Triple(i, vqa_prompt(q["question"], q["options"]), vqa_target(q["answer"], q["options"]))
+                Triple(i, vqa_prompt(q["question"], q["options"]), vqa_answer(q["answer"], q["options"]))
             )
         items.extend(_open_questions(rec, rng, open_per_image))
         if rng.random() < 0.5:
@@ -348,7 +343,7 @@ def text_drills(
             hint = rng.choice(("Hint: {}.", "Someone says: {}.", "The right option is: {}."))
             prompt = hint.format(q["options"][q["answer"]]) + "\n" + vqa_prompt(q["question"], q["options"])
             out.append(Triple(-1, prompt, vqa_answer(q["answer"], q["options"])))
-    return [Triple(-1, t.question, t.answer) for t in out]
+    return out
 
 
 def part_targets_for(records: Sequence[ImageRecord]) -> PartTargets:
@@ -360,6 +355,11 @@ def part_targets_for(records: Sequence[ImageRecord]) -> PartTargets:
 
 def world_species_labels(world: Path) -> list[str]:
     return [s["label"] for s in read_json(world / "world.json")["species"]]
+
+
+def species_label_set(world: Path) -> frozenset[str]:
+    """The world's species labels in lower case: what drill labels must never be (``avoid``)."""
+    return frozenset(label.lower() for label in world_species_labels(world))
 
 
 def dump_triples(triples: Sequence[Triple], path: Path) -> None:

@@ -54,7 +54,11 @@ def gguf_source() -> Path | None:
 def default_reference_path(convert_dir: str | Path | None = None) -> str:
     """A plain HF folder of SmolLM2-135M-Instruct, converted from the shipped GGUF once and reused."""
     target = Path(convert_dir) if convert_dir else _user_cache() / CONVERTED_NAME
-    if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
+
+    def converted() -> bool:
+        return (target / "config.json").is_file() and any(target.glob("*.safetensors"))
+
+    if converted():
         return str(target)
     src = gguf_source()
     if src is None:
@@ -81,13 +85,13 @@ def default_reference_path(convert_dir: str | Path | None = None) -> str:
     try:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
+        if converted():
             return str(target)  # another process finished first: keep its copy
         shutil.rmtree(target, ignore_errors=True)
         try:
             tmp.replace(target)
         except OSError:  # another process renamed its copy into place a moment ago
-            if not (target / "config.json").is_file():
+            if not converted():
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

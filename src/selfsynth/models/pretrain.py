@@ -140,7 +140,11 @@ def vlm_loss(
     if image is None:
         image = model.model.multi_modal_projector(feats.to(embed.dtype))
     mask = (ids == model.config.image_token_id).unsqueeze(-1)
-    embed = embed.masked_scatter(mask, image)
+    return _answer_loss(model, embed.masked_scatter(mask, image), attn, labels)
+
+
+def _answer_loss(model: Any, embed: torch.Tensor, attn: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy of the decoder on ``labels`` (-100 = no target) from input embeddings."""
     hidden = model.model.language_model(inputs_embeds=embed, attention_mask=attn).last_hidden_state
     target = labels[:, 1:]
     keep = target != -100
@@ -241,6 +245,7 @@ def pretrain(
     image_of = [triples[i].image for i in keep]
     n_text = settings.text_steps if text else 0
     mix = settings.text_mix if text else 0
+    total = n_text + settings.steps
     text_rows = (
         [r for r in tokenize_triples(tokenizer, text, image_tokens=0, max_length=settings.max_length) if r]
         if n_text or mix
@@ -268,50 +273,35 @@ def pretrain(
             probe.load_state_dict(state["probe"])
         opt.load_state_dict(state["optimizer"])
         start, losses = int(state["step"]), list(state["losses"])
-        logger.info("resuming pretraining at step %d of %d", start, n_text + settings.steps)
+        logger.info("resuming pretraining at step %d of %d", start, total)
     model.train()
     pad_id = tokenizer.pad_token_id
     t0 = time.time()
     window: list[float] = []
-    lengths = [len(ids) for ids, _ in rows]
-    per_epoch = math.ceil(len(rows) / settings.batch_size)
-    epoch, batches = -1, []
-    total = n_text + settings.steps
+    image_stream = _Stream([len(ids) for ids, _ in rows], settings.batch_size, settings.seed)
     text_lengths = [len(ids) for ids, _ in text_rows]
     warm_stream = _Stream(text_lengths, settings.batch_size, settings.seed + 1)
     mix_stream = _Stream(text_lengths, max(1, mix), settings.seed + 2)
     bar = tqdm(range(start, total), desc="pretraining", unit="step", initial=start, total=total)
     for step in bar:
         if step < n_text:
-            pick = warm_stream.batch(step)
-            value = _text_step(model, [text_rows[i] for i in pick], step, text_lr, opt, params, pad_id)
-            window.append(value)
-            if on_step is not None:
-                on_step(step, value)
-            if len(window) == 10:
-                losses.append(sum(window) / len(window))
-                window = []
-                bar.set_postfix(loss=f"{losses[-1]:.3f}", phase="text")
-            done = step + 1
-            if ckpt is not None and done % settings.checkpoint_every == 0:
-                _save_checkpoint(ckpt, model, probe, opt, done, losses)
-            continue
-        istep = step - n_text
-        if istep // per_epoch != epoch:
-            epoch = istep // per_epoch
-            batches = epoch_batches(lengths, settings.batch_size, settings.seed, epoch)
-        pick = batches[istep % per_epoch]
-        ids, attn, labels = collate([rows[i] for i in pick], pad_id)
-        images = [image_of[i] for i in pick]
-        batch_feats = feats[images].float()  # features may be cached in half precision
+            lr = _lr_at(step, text_lr)
+            loss = _text_loss(model, [text_rows[i] for i in warm_stream.batch(step)], pad_id)
+        else:
+            istep = step - n_text
+            lr = _lr_at(istep, settings)
+            pick = image_stream.batch(istep)
+            ids, attn, labels = collate([rows[i] for i in pick], pad_id)
+            images = [image_of[i] for i in pick]
+            batch_feats = feats[images].float()  # features may be cached in half precision
+            image = model.model.multi_modal_projector(batch_feats)
+            loss = vlm_loss(model, batch_feats, ids, attn, labels, image=image)
+            if probe is not None:
+                loss = loss + settings.part_loss * probe.loss(image, parts.labels[images])
+            if mix:
+                loss = loss + _text_loss(model, [text_rows[i] for i in mix_stream.batch(istep)], pad_id)
         for group in opt.param_groups:
-            group["lr"] = _lr_at(istep, settings)
-        image = model.model.multi_modal_projector(batch_feats)
-        loss = vlm_loss(model, batch_feats, ids, attn, labels, image=image)
-        if probe is not None:
-            loss = loss + settings.part_loss * probe.loss(image, parts.labels[images])
-        if mix:
-            loss = loss + _text_loss(model, [text_rows[i] for i in mix_stream.batch(istep)], pad_id)
+            group["lr"] = lr
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
@@ -323,7 +313,7 @@ def pretrain(
         if len(window) == 10 or step == total - 1:
             losses.append(sum(window) / len(window))
             window = []
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", phase="text" if step < n_text else "images")
         done = step + 1
         if ckpt is not None and done < total and done % settings.checkpoint_every == 0:
             _save_checkpoint(ckpt, model, probe, opt, done, losses)
@@ -350,27 +340,4 @@ class _Stream:
 def _text_loss(model: Any, rows: Sequence[tuple[list[int], int]], pad_id: int) -> torch.Tensor:
     """Answer-token loss of text-only rows through the decoder (no image)."""
     ids, attn, labels = collate(rows, pad_id)
-    hidden = model.model.language_model(input_ids=ids, attention_mask=attn).last_hidden_state
-    target = labels[:, 1:]
-    keep = target != -100
-    return F.cross_entropy(model.lm_head(hidden[:, :-1][keep]).float(), target[keep])
-
-
-def _text_step(
-    model: Any,
-    rows: Sequence[tuple[list[int], int]],
-    step: int,
-    s: TrainSettings,
-    opt: torch.optim.Optimizer,
-    params: list[torch.nn.Parameter],
-    pad_id: int,
-) -> float:
-    """One text-only step on ``rows`` (a length-bucketed batch, see ``epoch_batches``)."""
-    for group in opt.param_groups:
-        group["lr"] = _lr_at(step, s)
-    loss = _text_loss(model, rows, pad_id)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm)
-    opt.step()
-    return float(loss.detach())
+    return _answer_loss(model, model.get_input_embeddings()(ids), attn, labels)

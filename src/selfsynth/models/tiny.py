@@ -280,17 +280,9 @@ def _build(out: Path, work: Path, s: BaseSettings) -> dict[str, Any]:
     timings["features_s"] = round(time.time() - t, 1)
 
     triples = base_data.make_triples(world, records, seed=s.seed)
-    train = TrainSettings(
-        steps=s.steps,
-        batch_size=s.batch_size,
-        lr=s.lr,
-        warmup_steps=s.warmup_steps,
-        checkpoint_every=s.checkpoint_every,
-        seed=s.seed,
-        part_loss=s.part_loss,
-        text_steps=s.text_steps,
-        text_mix=s.text_mix,
-    )
+    # the training settings a build exposes carry the same names in both dataclasses
+    shared = {f.name for f in dataclasses.fields(TrainSettings)} & {f.name for f in dataclasses.fields(s)}
+    train = TrainSettings(**{name: getattr(s, name) for name in shared})
     result = pretrain(
         model,
         tokenizer,
@@ -302,7 +294,7 @@ def _build(out: Path, work: Path, s: BaseSettings) -> dict[str, Any]:
             records,
             seed=s.seed,
             n=max(1, s.text_steps * s.batch_size + s.steps * s.text_mix),
-            avoid=frozenset(x.lower() for x in base_data.world_species_labels(world)),
+            avoid=base_data.species_label_set(world),
         ),
         checkpoint=work / "checkpoint.pt",
     )
