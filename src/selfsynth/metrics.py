@@ -17,6 +17,7 @@ from typing import Any
 
 from selfsynth.text import first_class, label_in
 
+_STATED = re.compile(r"\b(?:answer is|answer:)\s*\(?([A-Z])\b")
 _LETTER = re.compile(r"\b(?:answer is|answer:|option)\s*\(?([A-Z])\b|^\s*\(?([A-Z])[\.\):]?(?:\s|$)")
 NONE = "none"  # the confusion-matrix column for answers that name no class
 
@@ -37,9 +38,12 @@ def accuracy(answers: Sequence[str], labels: Sequence[str], classes: Sequence[st
 
 def parse_letter(answer: str, letters: str = "ABCD") -> str | None:
     """The option letter a multiple-choice answer commits to, or None."""
-    m = _LETTER.search(answer.strip())
+    text = answer.strip()
+    # An explicit "answer is X" wins over a leading "A." (answers that check options in turn
+    # begin with "A. ..." whatever they conclude).
+    m = _STATED.search(text) or _LETTER.search(text)
     if m:
-        letter = m.group(1) or m.group(2)
+        letter = next(g for g in m.groups() if g)
         if letter in letters:
             return letter
     return None

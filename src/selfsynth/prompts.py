@@ -112,12 +112,20 @@ def vqa_prompt(question: str, options: dict[str, str]) -> str:
 
 
 def vqa_answer(letter: str, options: dict[str, str]) -> str:
-    """Option text first, then the letter: "Looking at the image: short and conical. The answer is C."
+    """Check the options in order until the right one: "A. red? No. B. brown? Yes, so the answer is B."
 
-    The base model and every round's general-ability mix train on this one form. A small decoder
-    learns to say what it sees long before it learns to map that to a shuffled letter in one
-    step; saying the option first turns the letter into a copy from the prompt.
-    ``metrics.parse_letter`` reads "answer is C" anywhere; the lead-in keeps an option that
-    starts with a capital ("A white eye ring") from being read as the letter A.
+    The base model and every round's general-ability mix train on this one form. Answering with
+    a letter straight away asks a small decoder to find, in one step, which shuffled option
+    matches what it sees and which letter stands before it; measured on a fresh 4-layer decoder,
+    that look-up stays at chance after 900 steps of nothing else (so does "orange. The answer
+    is B."). Copying the option lines in order is the copying it learns early, each "Yes" or
+    "No" is a judgement about one option, and the letter to give is the one that began the
+    current line. ``metrics.parse_letter`` reads the "answer is B" at the end.
     """
-    return f"Looking at the image: {options[letter]}. The answer is {letter}."
+    checks = []
+    for key, text in sorted(options.items()):
+        if key == letter:
+            checks.append(f"{key}. {text}? Yes, so the answer is {key}.")
+            break
+        checks.append(f"{key}. {text}? No.")
+    return " ".join(checks)

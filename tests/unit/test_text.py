@@ -43,6 +43,8 @@ def test_accuracy_counts():
 
 def test_parse_letter():
     assert parse_letter("The answer is B. red") == "B"
+    # options checked in turn: the stated answer counts, not the first line's letter
+    assert parse_letter("A. red? No. B. brown? Yes, so the answer is B.") == "B"
     assert parse_letter("C) blue") == "C"
     assert parse_letter("I am not sure") is None
     assert parse_letter("The answer is E.") is None

@@ -146,7 +146,7 @@ def evaluate_base(
             for g in vlm.generate(
                 [str(world / q["image"]) for q in vqa],
                 [vqa_prompt(q["question"], q["options"]) for q in vqa],
-                **{**kw, "max_new_tokens": 24},
+                **{**kw, "max_new_tokens": 64},  # room to check four options in turn
             )
         ]
     flat_sampled = [t for group in sampled for t in group]

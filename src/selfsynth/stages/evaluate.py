@@ -97,7 +97,7 @@ def run_evaluate(
                 [vqa_prompt(r["question"], r["options"]) for r in items],
                 n=1,
                 temperature=0.0,
-                max_new_tokens=16,
+                max_new_tokens=64,  # the world's answers check the options in turn
                 batch_size=cfg.batch_size,
             )
             correct = [parse_letter(o[0]) == r["answer"] for o, r in zip(outs, items, strict=True)]
