@@ -17,8 +17,9 @@ from typing import Any
 
 from selfsynth.text import first_class, label_in
 
+# An explicit "answer is X" first; only without one, "option X" or a leading "X." / "(X)".
 _STATED = re.compile(r"\b(?:answer is|answer:)\s*\(?([A-Z])\b")
-_LETTER = re.compile(r"\b(?:answer is|answer:|option)\s*\(?([A-Z])\b|^\s*\(?([A-Z])[\.\):]?(?:\s|$)")
+_LETTER = re.compile(r"\boption\s*\(?([A-Z])\b|^\s*\(?([A-Z])[\.\):]?(?:\s|$)")
 NONE = "none"  # the confusion-matrix column for answers that name no class
 
 

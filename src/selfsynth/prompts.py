@@ -111,6 +111,10 @@ def vqa_prompt(question: str, options: dict[str, str]) -> str:
     return f"{question}\n{opts}\nAnswer with the option's letter."
 
 
+# New tokens a model needs to answer in the ``vqa_answer`` form (four options checked in turn).
+VQA_MAX_NEW_TOKENS = 64
+
+
 def vqa_answer(letter: str, options: dict[str, str]) -> str:
     """Check the options in order until the right one: "A. red? No. B. brown? Yes, so the answer is B."
 

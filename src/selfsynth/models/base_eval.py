@@ -28,7 +28,7 @@ from typing import Any
 
 from selfsynth.io import read_json, read_jsonl
 from selfsynth.metrics import parse_letter
-from selfsynth.prompts import concept_prompt, pools_for, vqa_prompt
+from selfsynth.prompts import VQA_MAX_NEW_TOKENS, concept_prompt, pools_for, vqa_prompt
 from selfsynth.text import label_in, normalize
 
 logger = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ def evaluate_base(
             for g in vlm.generate(
                 [str(world / q["image"]) for q in vqa],
                 [vqa_prompt(q["question"], q["options"]) for q in vqa],
-                **{**kw, "max_new_tokens": 64},  # room to check four options in turn
+                **{**kw, "max_new_tokens": VQA_MAX_NEW_TOKENS},
             )
         ]
     flat_sampled = [t for group in sampled for t in group]

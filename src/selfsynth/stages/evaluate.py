@@ -15,7 +15,7 @@ from typing import Any
 
 from selfsynth.io import iter_jsonl, read_json, write_json, write_jsonl
 from selfsynth.metrics import answer_metrics, parse_letter
-from selfsynth.prompts import vqa_prompt
+from selfsynth.prompts import VQA_MAX_NEW_TOKENS, vqa_prompt
 from selfsynth.records import Example
 from selfsynth.runs import Stage, chunk_seed, stage_fp
 from selfsynth.stages.context import Context
@@ -97,7 +97,7 @@ def run_evaluate(
                 [vqa_prompt(r["question"], r["options"]) for r in items],
                 n=1,
                 temperature=0.0,
-                max_new_tokens=64,  # the world's answers check the options in turn
+                max_new_tokens=VQA_MAX_NEW_TOKENS,
                 batch_size=cfg.batch_size,
             )
             correct = [parse_letter(o[0]) == r["answer"] for o, r in zip(outs, items, strict=True)]
