@@ -28,7 +28,7 @@ def _new_cache(model: nn.Module) -> Any:
         return DynamicCache()
 
 
-def _accepts(model: nn.Module, name: str) -> bool:
+def accepts(model: nn.Module, name: str) -> bool:
     """Whether the underlying transformers model's forward takes ``name`` (seen through a peft wrapper)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return name in inspect.signature(base.forward).parameters
@@ -96,8 +96,8 @@ def decode(
         pos = pos.repeat_interleave(n, dim=batch_dim)
         mask = inputs["attention_mask"]
     cache = _new_cache(model)
-    cache_kw = "cache" if _accepts(model, "cache") else "past_key_values"
-    extra = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+    cache_kw = "cache" if accepts(model, "cache") else "past_key_values"
+    extra = {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
     out = model(**inputs, position_ids=pos, use_cache=True, **{cache_kw: cache}, **extra)
     logits = out.logits[:, -1].float()
     del out

@@ -34,6 +34,7 @@ from selfsynth.errors import ConfigError, DataError
 from selfsynth.io import atomic_write_text, write_json
 from selfsynth.models.augment import augment
 from selfsynth.models.chat import IGNORE, answer_suffix, build_messages, encode, open_image
+from selfsynth.models.decode import accepts
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +58,21 @@ def batch_for(
 def token_loss(
     model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device
 ) -> tuple[torch.Tensor, int]:
-    """(sum of next-token cross-entropy over supervised positions, number of such positions)."""
+    """(sum of next-token cross-entropy over supervised positions, number of such positions).
+
+    Logits are computed only from the batch's first supervised position on (``logits_to_keep``,
+    where the model takes it): the prompt, image tokens included, is often half the sequence,
+    and its vocabulary projection would be thrown away.
+    """
     labels = batch["labels"].to(device)
     inputs = {k: v.to(device) for k, v in batch.items() if k != "labels" and torch.is_tensor(v)}
-    logits = model(**inputs, use_cache=False).logits[:, :-1].float()
     target = labels[:, 1:]
+    supervised = (target != IGNORE).any(dim=0).nonzero()
+    first = int(supervised[0]) if len(supervised) else target.shape[1] - 1
+    extra = {"logits_to_keep": target.shape[1] - first + 1} if accepts(model, "logits_to_keep") else {}
+    logits = model(**inputs, use_cache=False, **extra).logits[:, -target.shape[1] - 1 + first :]
+    logits = logits[:, :-1].float()
+    target = target[:, first:]
     loss = F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE, reduction="sum"
     )
