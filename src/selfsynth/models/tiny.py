@@ -66,7 +66,7 @@ class BaseSettings:
     heads: int = 3
     intermediate_size: int = 512
     max_positions: int = 1024
-    # pretraining: first text-only copy drills (short sequences, cheap), then images
+    # pretraining: first text-only copy drills, then images
     text_steps: int = 800
     text_mix: int = 0  # text-only copy-drill rows added to every image step
     steps: int = 1000
