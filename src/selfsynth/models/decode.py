@@ -29,8 +29,9 @@ def _new_cache(model: nn.Module) -> Any:
 
 
 def accepts(model: nn.Module, name: str) -> bool:
-    """Whether the underlying transformers model's forward takes ``name`` (seen through a peft wrapper)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    """Whether the underlying transformers model's forward takes ``name`` (seen through DDP and peft)."""
+    base = getattr(model, "module", model)  # DistributedDataParallel keeps the model in .module
+    base = base.get_base_model() if hasattr(base, "get_base_model") else base
     return name in inspect.signature(base.forward).parameters
 
 
