@@ -65,7 +65,11 @@ def time_loss(vlm: VLM, batch: dict[str, torch.Tensor], repeats: int, full: bool
 
 
 def time_steps(path: str, examples: list[QA], cfg: FinetuneConfig, steps: int) -> float:
-    """Seconds per ``train_lora`` step (the first step, with its warm-up, is left out)."""
+    """Seconds per ``train_lora`` step; a one-step run first warms torch up.
+
+    Each timed run loads the model afresh, so its first pass over the images fills the feature
+    cache: both dropout settings pay that alike.
+    """
     vlm = VLM.load(path, feature_cache=True)
     with tempfile.TemporaryDirectory() as out:
         vlm.train_lora(examples, cfg, out, progress=False, max_steps=1, checkpoint_every=0)

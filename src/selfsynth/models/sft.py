@@ -69,9 +69,9 @@ def token_loss(
     target = labels[:, 1:]
     supervised = (target != IGNORE).any(dim=0).nonzero()
     first = int(supervised[0]) if len(supervised) else target.shape[1] - 1
-    extra = {"logits_to_keep": target.shape[1] - first + 1} if accepts(model, "logits_to_keep") else {}
-    logits = model(**inputs, use_cache=False, **extra).logits[:, -target.shape[1] - 1 + first :]
-    logits = logits[:, :-1].float()
+    keep = labels.shape[1] - first  # positions first .. end; the last one predicts nothing
+    extra = {"logits_to_keep": keep} if accepts(model, "logits_to_keep") else {}
+    logits = model(**inputs, use_cache=False, **extra).logits[:, -keep:-1].float()
     target = target[:, first:]
     loss = F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE, reduction="sum"
