@@ -50,6 +50,22 @@ def test_fine_features_add_the_stride16_map_under_each_token():
     assert torch.allclose(tokens[..., :1280], coarse, atol=1e-5)
 
 
+def test_patch_size_above_the_stride_pools_the_maps_to_the_token_grid():
+    # 256 px at 64 px per token: the same 16 tokens as 128 px, each the mean of a 2 x 2 block
+    # of the final map and a 4 x 4 block of the stride-16 map
+    cfg = EfficientNetTowerConfig(image_size=256, patch_size=64, fine_features=True, load_pretrained=False)
+    tower = tower_model.EfficientNetTower(cfg)
+    assert cfg.num_patches == 16
+    x = torch.randn(1, 3, 256, 256)
+    tokens = tower(x).last_hidden_state
+    assert tokens.shape == (1, 16, 1728)
+    fmap, fine = tower._features(x)
+    assert fmap.shape[-1] == 8 and fine.shape[-1] == 16
+    assert torch.allclose(tokens[0, 0, :1280], fmap[0, :, :2, :2].mean((-1, -2)), atol=1e-5)
+    first_cell = fine[0, :, :4, :4].mean((-1, -2))  # top-left of the token's 2 x 2 fine cells
+    assert torch.allclose(tokens[0, 0, 1280:].reshape(112, 4)[:, 0], first_cell, atol=1e-5)
+
+
 def test_colour_cells_add_the_mean_pixel_colour_under_each_token():
     cfg = EfficientNetTowerConfig(fine_features=True, normalize=True, colour_cells=4, load_pretrained=False)
     tower = tower_model.EfficientNetTower(cfg)

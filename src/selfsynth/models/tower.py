@@ -28,8 +28,12 @@ class EfficientNetTowerConfig(PretrainedConfig):
     """Settings of the convolutional tower; ``hidden_size`` is the feature width per patch token.
 
     An input of ``image_size`` pixels gives ``(image_size // patch_size) ** 2`` patch tokens
-    (128 px -> 4 x 4 = 16), because the network's total stride is 32. ``hidden_size`` follows
-    from ``fine_features`` and is not a free setting.
+    (128 px / 32 -> 4 x 4 = 16). The network's own stride is 32; a larger ``patch_size``
+    average-pools its feature maps down to the token grid (256 px / 64 -> the 8 x 8 final map
+    pooled to 4 x 4). That is how the tower sees a small image upsampled: the pretrained
+    filters meet eye rings and wing bars at a scale nearer ImageNet's, while the decoder's
+    sequence stays 16 tokens. ``hidden_size`` follows from ``fine_features`` and
+    ``colour_cells`` and is not a free setting.
     """
 
     model_type = MODEL_TYPE

