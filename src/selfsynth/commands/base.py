@@ -42,9 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--train-per-class", type=int, default=None, help="pretraining images per species")
     b.add_argument("--species-seed", type=int, default=None, help="pretraining world species seed")
     b.add_argument("--image-seed", type=int, default=None, help="pretraining world image seed")
-    b.add_argument(
-        "--tower-size", type=int, default=None, help="pixels the vision tower sees (default 256)"
-    )
+    b.add_argument("--tower-size", type=int, default=None, help="pixels the vision tower sees (default 256)")
     b.add_argument("--hidden-size", type=int, default=None, help="decoder width")
     b.add_argument("--layers", type=int, default=None, help="decoder layers")
     b.add_argument("--heads", type=int, default=None, help="attention heads (must divide --hidden-size)")
