@@ -1,10 +1,12 @@
-"""Benchmark one LoRA SFT step: LoRA dropout on / off, and logits for the whole sequence vs the answer span.
+"""Benchmark one LoRA SFT step: dropout on / off, fp32 vs bf16 autocast, full logits vs the answer span.
 
 On CPU, peft's dropout draws a fresh mask for the input of every adapted linear layer, and a
 causal-LM loss that projects every position onto the vocabulary spends that work on the prompt
 (image tokens included) only to ignore it. The script times real ``train_lora`` steps with
 ``lora_dropout`` 0.05 and 0.0, and the loss forward + backward with full logits vs
 ``token_loss`` (logits from the batch's first supervised position on), and prints the ratios.
+It also times fp32 steps against bf16 autocast (``finetune.cpu_precision``), which pays on CPUs
+with native bf16 matmuls (AVX512-BF16 / AMX) and is left out elsewhere.
 
     .venv/bin/python bench/finetune.py                 # a random tiny LLaVA (144 image tokens)
     .venv/bin/python bench/finetune.py --model DIR     # any local image-text-to-text model
@@ -33,6 +35,7 @@ from tiny_models import build_llava, make_images  # noqa: E402
 
 from selfsynth.config import FinetuneConfig  # noqa: E402
 from selfsynth.models.chat import IGNORE, open_image  # noqa: E402
+from selfsynth.models.devices import cpu_bf16  # noqa: E402
 from selfsynth.models.sft import batch_for, token_loss  # noqa: E402
 from selfsynth.models.vlm import VLM  # noqa: E402
 from selfsynth.records import QA  # noqa: E402
@@ -96,9 +99,20 @@ def main() -> int:
             QA(f"e{i}", str(p), "what is the name of this bird ? explain why .", ANSWER, "cardinal")
             for i, p in enumerate(images)
         ]
-        cfg = FinetuneConfig(batch_size=args.batch, micro_batch_size=args.batch, epochs=100, augment=False)
+        cfg = FinetuneConfig(
+            batch_size=args.batch,
+            micro_batch_size=args.batch,
+            epochs=100,
+            augment=False,
+            cpu_precision="fp32",
+        )
         with_dropout = time_steps(path, examples, dataclasses.replace(cfg, lora_dropout=0.05), args.steps)
         without = time_steps(path, examples, dataclasses.replace(cfg, lora_dropout=0.0), args.steps)
+        bf16 = None
+        if cpu_bf16("auto"):
+            bf16 = time_steps(
+                path, examples, dataclasses.replace(cfg, lora_dropout=0.0, cpu_precision="bf16"), args.steps
+            )
 
         vlm = VLM.load(path)
         vlm.model.train()
@@ -113,6 +127,12 @@ def main() -> int:
         f"LoRA step, batch {args.batch}: dropout 0.05 {with_dropout:.3f} s, dropout 0 {without:.3f} s, "
         f"ratio {with_dropout / without:.2f}x"
     )
+    if bf16 is None:
+        print("bf16 autocast: this CPU has no native bf16 matmuls; not timed")
+    else:
+        print(
+            f"LoRA step, dropout 0: fp32 {without:.3f} s, bf16 autocast {bf16:.3f} s, ratio {without / bf16:.2f}x"
+        )
     print(
         f"loss fwd+bwd, {batch['input_ids'].shape[1]} tokens ({prompt} not supervised): full logits "
         f"{full:.3f} s, answer span {span:.3f} s, ratio {full / span:.2f}x"

@@ -39,6 +39,7 @@ def cfg(**kw) -> FinetuneConfig:
         augment=False,
         warmup_ratio=0.0,
         max_length=256,
+        cpu_precision="fp32",  # exact comparisons below; bf16 autocast has its own test
     )
     return FinetuneConfig(**{**base, **kw})
 
@@ -116,6 +117,24 @@ def test_lora_step_lowers_loss_tower_frozen_projector_trained(tmp_path, root, ex
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
     rows = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1]
+
+
+def test_bf16_autocast_step_on_cpu_lowers_loss_and_keeps_fp32_weights(tmp_path, root, examples):
+    vlm = VLM.load(tiny_model("llava", root))
+    before = _loss(vlm, examples)
+    info = vlm.train_lora(examples, cfg(cpu_precision="bf16"), tmp_path, progress=False)
+    assert info["loss_first"] == pytest.approx(before, rel=0.05)  # bf16 matmuls, fp32 loss
+    assert _loss(vlm, examples) < before
+    assert all(p.dtype == torch.float32 for p in vlm.model.parameters())
+
+
+def test_cpu_precision_auto_follows_the_cpu_and_rejects_unknown_values():
+    from selfsynth.models.devices import cpu_bf16
+
+    assert cpu_bf16("fp32") is False and cpu_bf16("bf16") is True
+    assert cpu_bf16("auto") == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    with pytest.raises(ConfigError, match="cpu_precision"):
+        cpu_bf16("half")
 
 
 @pytest.mark.parametrize("kind", ["llava", "qwen2vl"])

@@ -48,3 +48,19 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype not in _DTYPES:
         raise ConfigError(f"model.dtype={dtype!r} is not one of auto, {', '.join(_DTYPES)}")
     return _DTYPES[dtype]
+
+
+def cpu_bf16(setting: str) -> bool:
+    """Whether CPU training runs under bf16 autocast: ``auto`` asks oneDNN for native bf16 support.
+
+    Without AVX512-BF16 / AMX, bf16 matmuls are emulated and slower than fp32, so ``auto`` only
+    switches where it pays.
+    """
+    if setting == "auto":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    if setting not in ("fp32", "bf16"):
+        raise ConfigError(f"cpu_precision={setting!r} is not one of auto, fp32, bf16")
+    return setting == "bf16"

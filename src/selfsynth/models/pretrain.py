@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from selfsynth.models.devices import cpu_bf16
 from selfsynth.models.part_probe import PartProbe, PartTargets
 from selfsynth.models.tokenizer_build import IM_END, IMAGE_TOKEN, render_prompt
 
@@ -65,6 +66,8 @@ class TrainSettings:
     # Text-only rows added to every image step (a second, cheap forward): copy practice that
     # continues while the decoder learns to read the image, instead of only before it.
     text_mix: int = 0
+    # "auto": bf16 autocast where the CPU has native bf16 matmuls (see devices.cpu_bf16), else fp32
+    cpu_precision: str = "auto"
 
 
 @dataclass
@@ -141,7 +144,8 @@ def vlm_loss(
     if image is None:
         image = model.model.multi_modal_projector(feats.to(embed.dtype))
     mask = (ids == model.config.image_token_id).unsqueeze(-1)
-    return _answer_loss(model, embed.masked_scatter(mask, image), attn, labels)
+    # under bf16 autocast the projector's output is bf16 while the embedding lookup stays fp32
+    return _answer_loss(model, embed.masked_scatter(mask, image.to(embed.dtype)), attn, labels)
 
 
 def _answer_loss(model: Any, embed: torch.Tensor, attn: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -284,23 +288,25 @@ def pretrain(
     warm_stream = _Stream(text_lengths, settings.batch_size, settings.seed + 1)
     mix_stream = _Stream(text_lengths, max(1, mix), settings.seed + 2)
     bar = tqdm(range(start, total), desc="pretraining", unit="step", initial=start, total=total)
+    bf16 = next(model.parameters()).device.type == "cpu" and cpu_bf16(settings.cpu_precision)
     for step in bar:
-        if step < n_text:
-            lr = _lr_at(step, text_lr)
-            loss = _text_loss(model, [text_rows[i] for i in warm_stream.batch(step)], pad_id)
-        else:
-            istep = step - n_text
-            lr = _lr_at(istep, settings)
-            pick = image_stream.batch(istep)
-            ids, attn, labels = collate([rows[i] for i in pick], pad_id)
-            images = [image_of[i] for i in pick]
-            batch_feats = feats[images].float()  # features may be cached in half precision
-            image = model.model.multi_modal_projector(batch_feats)
-            loss = vlm_loss(model, batch_feats, ids, attn, labels, image=image)
-            if probe is not None:
-                loss = loss + settings.part_loss * probe.loss(image, parts.labels[images])
-            if mix:
-                loss = loss + _text_loss(model, [text_rows[i] for i in mix_stream.batch(istep)], pad_id)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            if step < n_text:
+                lr = _lr_at(step, text_lr)
+                loss = _text_loss(model, [text_rows[i] for i in warm_stream.batch(step)], pad_id)
+            else:
+                istep = step - n_text
+                lr = _lr_at(istep, settings)
+                pick = image_stream.batch(istep)
+                ids, attn, labels = collate([rows[i] for i in pick], pad_id)
+                images = [image_of[i] for i in pick]
+                batch_feats = feats[images].float()  # features may be cached in half precision
+                image = model.model.multi_modal_projector(batch_feats)
+                loss = vlm_loss(model, batch_feats, ids, attn, labels, image=image)
+                if probe is not None:
+                    loss = loss + settings.part_loss * probe.loss(image, parts.labels[images])
+                if mix:
+                    loss = loss + _text_loss(model, [text_rows[i] for i in mix_stream.batch(istep)], pad_id)
         for group in opt.param_groups:
             group["lr"] = lr
         opt.zero_grad(set_to_none=True)

@@ -35,6 +35,7 @@ from selfsynth.io import atomic_write_text, write_json
 from selfsynth.models.augment import augment
 from selfsynth.models.chat import IGNORE, answer_suffix, build_messages, encode, open_image
 from selfsynth.models.decode import accepts
+from selfsynth.models.devices import cpu_bf16
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,9 @@ def train_lora(
         return done["summary"]
     half = vlm.device.type == "cuda" and vlm.dtype in (torch.bfloat16, torch.float16)
     precision = ("bf16" if vlm.dtype == torch.bfloat16 else "fp16") if half else "no"
+    # CPU bf16 autocast is applied around each step rather than through Accelerator's
+    # mixed_precision, whose process-wide state would pin the first call's choice for good
+    cpu_autocast = vlm.device.type == "cpu" and vlm.dtype == torch.float32 and cpu_bf16(cfg.cpu_precision)
     acc = Accelerator(cpu=vlm.device.type == "cpu", mixed_precision=precision)
     world, rank = acc.num_processes, acc.process_index
     if acc.device != vlm.device:
@@ -198,7 +202,8 @@ def train_lora(
                 _micro_batch(vlm, examples, idx[k : k + micro], lo + k, cfg, seed)
                 for k in range(0, len(idx), micro)
             ]
-            loss, n_tokens, norm, lr = _step(acc, model, params, opt, sched, batches, cfg.max_grad_norm)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_autocast):
+                loss, n_tokens, norm, lr = _step(acc, model, params, opt, sched, batches, cfg.max_grad_norm)
             row = {
                 "step": step + 1,
                 "loss": loss,

@@ -80,6 +80,9 @@ class BaseSettings:
     warmup_steps: int = 30
     part_loss: float = 1.0  # auxiliary part probe on the projector output (see part_probe.py)
     checkpoint_every: int = 200
+    # bf16 autocast for pretraining where the CPU has native bf16 matmuls ("auto"; see
+    # pretrain.TrainSettings); "fp32" gives the same build on every machine, at ~1.3x the time
+    cpu_precision: str = "auto"
 
     def fingerprint(self) -> str:
         return fingerprint({"version": BUILD_VERSION, **dataclasses.asdict(self)})
