@@ -93,30 +93,34 @@ def encode_images(
 
 
 def tokenize_triples(
-    tokenizer: Any, triples: Sequence[Triple], *, image_tokens: int, max_length: int
-) -> list[tuple[list[int], int] | None]:
+    tokenizer: Any, triples: Sequence[Triple], *, image_tokens: int, max_length: int, chunk: int = 4096
+) -> list[tuple[np.ndarray, int] | None]:
     """Each triple -> (token ids, number of prompt tokens); the loss covers the rest.
 
     The prompt is the chat template's rendering with ``<image>`` expanded to the tower's token
     count (what ``LlavaProcessor`` does); the target is the answer plus the end-of-turn token.
-    A triple whose ``image`` is negative is text-only (no image in the prompt).
+    A triple whose ``image`` is negative is text-only (no image in the prompt). Ids are kept as
+    int32 arrays and tokenised ``chunk`` triples at a time: the build's ~90k triples as Python
+    int lists (and the tokenizer's whole-batch output) cost gigabytes of peak memory.
     """
-    prompts = [
-        render_prompt(t.question, image=t.image >= 0).replace(IMAGE_TOKEN, IMAGE_TOKEN * image_tokens)
-        for t in triples
-    ]
-    answers = [t.answer + IM_END for t in triples]
-    p_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    a_ids = tokenizer(answers, add_special_tokens=False)["input_ids"]
-    out: list[tuple[list[int], int] | None] = []
-    for p, a in zip(p_ids, a_ids, strict=True):
-        # A prompt that leaves no room for the answer cannot teach anything: dropped (None).
-        out.append(((p + a)[:max_length], len(p)) if len(p) < max_length else None)
+    out: list[tuple[np.ndarray, int] | None] = []
+    for lo in range(0, len(triples), chunk):
+        part = triples[lo : lo + chunk]
+        prompts = [
+            render_prompt(t.question, image=t.image >= 0).replace(IMAGE_TOKEN, IMAGE_TOKEN * image_tokens)
+            for t in part
+        ]
+        p_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        a_ids = tokenizer([t.answer + IM_END for t in part], add_special_tokens=False)["input_ids"]
+        for p, a in zip(p_ids, a_ids, strict=True):
+            # A prompt that leaves no room for the answer cannot teach anything: dropped (None).
+            keep = len(p) < max_length
+            out.append((np.asarray((p + a)[:max_length], dtype=np.int32), len(p)) if keep else None)
     return out
 
 
 def collate(
-    rows: Sequence[tuple[list[int], int]], pad_id: int
+    rows: Sequence[tuple[Sequence[int], int]], pad_id: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-pad to the batch's longest; labels are -100 on the prompt and the padding."""
     width = max(len(ids) for ids, _ in rows)
@@ -124,9 +128,10 @@ def collate(
     attn = torch.zeros((len(rows), width), dtype=torch.long)
     labels = torch.full((len(rows), width), -100, dtype=torch.long)
     for r, (ids, n_prompt) in enumerate(rows):
-        ids_t[r, : len(ids)] = torch.tensor(ids)
-        attn[r, : len(ids)] = 1
-        labels[r, n_prompt : len(ids)] = torch.tensor(ids[n_prompt:])
+        row = torch.as_tensor(ids, dtype=torch.long)
+        ids_t[r, : len(row)] = row
+        attn[r, : len(row)] = 1
+        labels[r, n_prompt : len(row)] = row[n_prompt:]
     return ids_t, attn, labels
 
 
