@@ -287,7 +287,9 @@ def _build(out: Path, work: Path, s: BaseSettings) -> dict[str, Any]:
         feats = torch.load(feats_path, weights_only=True)
     else:
         # half precision halves the largest buffer of the build; training casts batches back
-        feats = encode_images(model, processor, base_data.LazyImages([r.image for r in records])).half()
+        feats = encode_images(
+            model, processor, base_data.LazyImages([r.image for r in records]), dtype=torch.float16
+        )
         tmp = feats_path.with_name("features.pt.tmp")
         torch.save(feats, tmp)
         os.replace(tmp, feats_path)
