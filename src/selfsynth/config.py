@@ -128,6 +128,9 @@ class SynthesizeConfig:
     )
 
 
+CPU_PRECISIONS = ("auto", "fp32", "bf16")  # finetune.cpu_precision and the base build's
+
+
 @dataclass
 class FinetuneConfig:
     lora_r: int = 128
@@ -205,7 +208,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "method": METHODS,
     "concepts.source": ("file", "openai", "hf"),
     "sample.negatives": ("class_rest", "all_rest", "all"),
-    "finetune.cpu_precision": ("auto", "fp32", "bf16"),
+    "finetune.cpu_precision": CPU_PRECISIONS,
     "sample.fallback": ("label", "drop"),
     "synthesize.fallback": ("label", "drop"),
 }

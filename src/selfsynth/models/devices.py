@@ -10,6 +10,7 @@ import os
 
 import torch
 
+from selfsynth.config import CPU_PRECISIONS
 from selfsynth.errors import ConfigError
 
 _DTYPES = {
@@ -61,6 +62,6 @@ def cpu_bf16(setting: str) -> bool:
             return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
         except (AttributeError, RuntimeError):
             return False
-    if setting not in ("fp32", "bf16"):
-        raise ConfigError(f"cpu_precision={setting!r} is not one of auto, fp32, bf16")
+    if setting not in CPU_PRECISIONS:
+        raise ConfigError(f"cpu_precision={setting!r} is not one of {', '.join(CPU_PRECISIONS)}")
     return setting == "bf16"
