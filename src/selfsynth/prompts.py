@@ -111,22 +111,25 @@ def vqa_prompt(question: str, options: dict[str, str]) -> str:
     return f"{question}\n{opts}\nAnswer with the option's letter."
 
 
-# New tokens a model needs to answer in the ``vqa_answer`` form (four options checked in turn).
+# New tokens a model needs to answer in the ``vqa_answer`` form (the value, then four options checked).
 VQA_MAX_NEW_TOKENS = 64
 
 
 def vqa_answer(letter: str, options: dict[str, str]) -> str:
-    """Check the options in order until the right one: "A. red? No. B. brown? Yes, so the answer is B."
+    """Name the right option's text, then check the options in order against it.
 
-    The base model and every round's general-ability mix train on this one form. Answering with
-    a letter straight away asks a small decoder to find, in one step, which shuffled option
-    matches what it sees and which letter stands before it; measured on a fresh 4-layer decoder,
-    that look-up stays at chance after 900 steps of nothing else (so does "orange. The answer
-    is B."). Copying the option lines in order is the copying it learns early, each "Yes" or
-    "No" is a judgement about one option, and the letter to give is the one that began the
-    current line. ``metrics.parse_letter`` reads the "answer is B" at the end.
+    "orange. A. red? No. B. orange? Yes, so the answer is B." The base model and every round's
+    general-ability mix train on this one form. Answering with a letter straight away asks a
+    small decoder to find, in one step, which shuffled option matches what it sees and which
+    letter stands before it; measured on a fresh 4-layer decoder, that look-up stays at chance
+    after 900 steps of nothing else (so does "orange. The answer is B."). Checking the options
+    in order without naming one first also stayed at chance (25.7 %): each "Yes" or "No" then
+    had to compare an option with the image. Named first, the value is what the model's open
+    answers and descriptions already state from the image, and each check compares two pieces
+    of text, the copying it learns early; the letter to give is the one that began the current
+    line. ``metrics.parse_letter`` reads the "answer is B" at the end.
     """
-    checks = []
+    checks = [f"{options[letter]}."]
     for key, text in sorted(options.items()):
         if key == letter:
             checks.append(f"{key}. {text}? Yes, so the answer is {key}.")

@@ -75,7 +75,7 @@ def test_pretraining_triples_never_name_a_species(world):
     labels = base_data.world_species_labels(world)
     assert len(records) == 8 and {t.image for t in triples} == set(range(8))
     assert not [t for t in triples for lab in labels if lab.lower() in (t.question + t.answer).lower()]
-    assert any(t.answer.startswith("A. ") and "? Yes, so the answer is " in t.answer for t in triples)  # VQA
+    assert any(" A. " in t.answer and "? Yes, so the answer is " in t.answer for t in triples)  # VQA
     assert any("following visual features" in t.question for t in triples)  # in-context label use
 
 
@@ -139,6 +139,15 @@ def _eval_loss(model, tok, feats, triples):
         return float(pretrain.vlm_loss(model, feats[[t.image for t in triples[:32]]], ids, attn, labels))
 
 
+def test_collate_rounds_the_width_up_and_masks_prompt_and_padding():
+    rows = [([5, 6, 7, 8, 9], 2), ([5, 6, 7], 1)]
+    ids, attn, labels = pretrain.collate(rows, 0, multiple=16)
+    assert ids.shape == attn.shape == labels.shape == (2, 16)
+    assert attn.sum(1).tolist() == [5, 3]
+    assert labels[0].tolist()[:6] == [-100, -100, 7, 8, 9, -100] and (labels[:, 5:] == -100).all()
+    assert pretrain.collate(rows, 0)[0].shape == (2, 5)
+
+
 def test_ten_pretraining_steps_lower_the_loss_and_keep_the_tower(world):
     s, tok, model, feats, triples = _setup(world)
     tower_before = {k: v.clone() for k, v in model.model.vision_tower.state_dict().items()}
@@ -161,7 +170,7 @@ def test_text_drills_are_text_only_and_answerable_from_the_prompt(world):
     for t in drills:
         letter = parse_letter(t.answer)
         if letter is not None:  # multiple choice: the prompt states the right option
-            # "A. red? No. B. brown? Yes, so the answer is B.": the checked line is the stated one
+            # "brown. A. red? No. B. brown? Yes, so the answer is B.": the checked line is the stated one
             option = t.answer.rsplit(f"{letter}. ", 1)[1].split("? Yes", 1)[0]
             assert f"{letter}. {option}" in t.question and t.question.count(option) >= 2
         else:  # a made-up label the answer must repeat

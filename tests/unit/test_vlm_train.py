@@ -192,6 +192,19 @@ def test_token_loss_matches_transformers_loss(root, examples, kind):
     assert float(total / count) == pytest.approx(float(ref), rel=1e-5)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_padding_to_a_multiple_keeps_the_loss(root, examples, kind):
+    # bf16 training rounds batch lengths up (devices.PAD_MULTIPLE_BF16): the padding is masked
+    vlm = VLM.load(tiny_model(kind, root))
+    args = (vlm, [open_image(e.image) for e in examples[:3]], [e.question for e in examples[:3]], ANSWERS)
+    plain, padded = batch_for(*args), batch_for(*args, pad_multiple=16)
+    assert padded["input_ids"].shape[1] % 16 == 0 and padded["input_ids"].shape[1] > plain["input_ids"].shape[1]
+    with torch.no_grad():
+        a, n_a = token_loss(vlm.model, plain, vlm.device)
+        b, n_b = token_loss(vlm.model, padded, vlm.device)
+    assert n_a == n_b and float(a) == pytest.approx(float(b), rel=1e-5)
+
+
 def test_target_modules_are_checked(root):
     vlm = VLM.load(tiny_model("llava", root))
     assert "q_proj" in target_regex(vlm.model, "all-linear") and "fc1" not in target_regex(

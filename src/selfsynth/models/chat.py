@@ -123,8 +123,8 @@ def _text_kwargs(processor: Any, texts: list[str]) -> dict[str, Any]:
     return {"add_special_tokens": False} if bos and texts and all(t.startswith(bos) for t in texts) else {}
 
 
-def _pad(rows: list[torch.Tensor], value: int, side: str) -> torch.Tensor:
-    width = max(len(r) for r in rows)
+def _pad(rows: list[torch.Tensor], value: int, side: str, multiple: int = 1) -> torch.Tensor:
+    width = -(-max(len(r) for r in rows) // multiple) * multiple
     out = torch.full((len(rows), width), value, dtype=rows[0].dtype)
     for i, r in enumerate(rows):
         if side == "left":
@@ -142,12 +142,14 @@ def encode(
     *,
     side: str = "left",
     max_length: int | None = None,
+    pad_multiple: int = 1,
 ) -> dict[str, torch.Tensor]:
     """Tokenize one image + prompt per row (image tokens expanded by the processor), padded on ``side``.
 
     With ``answers`` (already cut by ``answer_suffix``), each row is prompt + answer and ``labels``
     is the answer's ids with every prompt, image and pad position set to -100. ``max_length``
     truncates the answer (never the prompt: cutting image tokens would break the forward pass).
+    ``pad_multiple`` rounds the padded length up (see ``devices.PAD_MULTIPLE_BF16``).
     """
     texts = prompts if answers is None else [p + a for p, a in zip(prompts, answers, strict=True)]
     kw = _text_kwargs(processor, texts)
@@ -186,10 +188,12 @@ def encode(
                 labels[i] = lab[:keep]
                 for k in seq_keys:
                     rows[k][i] = rows[k][i][:keep]
-        out["labels"] = _pad(labels, IGNORE, side)
+        out["labels"] = _pad(labels, IGNORE, side, pad_multiple)
     pad_id = processor.tokenizer.pad_token_id
     pad_id = pad_id if pad_id is not None else (processor.tokenizer.eos_token_id or 0)
     for k in seq_keys:
-        out[k] = _pad(rows[k], pad_id if k == "input_ids" else 0, side)
-    out["attention_mask"] = _pad([torch.ones(len(r), dtype=torch.long) for r in rows["input_ids"]], 0, side)
+        out[k] = _pad(rows[k], pad_id if k == "input_ids" else 0, side, pad_multiple)
+    out["attention_mask"] = _pad(
+        [torch.ones(len(r), dtype=torch.long) for r in rows["input_ids"]], 0, side, pad_multiple
+    )
     return out

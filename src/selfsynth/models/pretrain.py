@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from selfsynth.models.devices import cpu_bf16
+from selfsynth.models.devices import PAD_MULTIPLE_BF16, cpu_bf16
 from selfsynth.models.part_probe import PartProbe, PartTargets
 from selfsynth.models.tokenizer_build import IM_END, IMAGE_TOKEN, render_prompt
 
@@ -85,13 +85,16 @@ def encode_images(
     *,
     batch_size: int = 32,
     dtype: torch.dtype = torch.float32,
+    bf16: bool = False,
     desc: str = "encoding images",
 ) -> torch.Tensor:
     """Frozen-tower features ``[N, tokens, hidden]`` for PIL images, via the processor's pixels.
 
     The result is filled in place, batch by batch, in ``dtype``: collecting fp32 batches and
     concatenating them held the build's 4,400 images three times over (fp32 list, fp32 copy,
-    half copy), and a 256-px batch of 64 keeps ~1 GB of activations alive.
+    half copy), and a 256-px batch of 64 keeps ~1 GB of activations alive. ``bf16`` runs the
+    tower under CPU bf16 autocast: 2.0x faster here (38 -> 18 ms per 256-px image, 2 threads) at
+    3 % relative error, which pretraining absorbs like a little noise on its inputs.
     """
     tower = model.model.vision_tower
     out: torch.Tensor | None = None
@@ -99,7 +102,8 @@ def encode_images(
         pix = processor.image_processor(images=list(images[i : i + batch_size]), return_tensors="pt")[
             "pixel_values"
         ]
-        feats = tower(pix).last_hidden_state
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            feats = tower(pix).last_hidden_state
         if out is None:
             out = torch.empty((len(images), *feats.shape[1:]), dtype=dtype)
         out[i : i + len(feats)] = feats.to(dtype)
@@ -134,10 +138,10 @@ def tokenize_triples(
 
 
 def collate(
-    rows: Sequence[tuple[Sequence[int], int]], pad_id: int
+    rows: Sequence[tuple[Sequence[int], int]], pad_id: int, multiple: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-pad to the batch's longest; labels are -100 on the prompt and the padding."""
-    width = max(len(ids) for ids, _ in rows)
+    """Right-pad to the batch's longest, rounded up to ``multiple``; labels are -100 on prompt and padding."""
+    width = -(-max(len(ids) for ids, _ in rows) // multiple) * multiple
     ids_t = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attn = torch.zeros((len(rows), width), dtype=torch.long)
     labels = torch.full((len(rows), width), -100, dtype=torch.long)
@@ -308,16 +312,17 @@ def pretrain(
     mix_stream = _Stream(text_lengths, max(1, mix), settings.seed + 2)
     bar = tqdm(range(start, total), desc="pretraining", unit="step", initial=start, total=total)
     bf16 = next(model.parameters()).device.type == "cpu" and cpu_bf16(settings.cpu_precision)
+    multiple = PAD_MULTIPLE_BF16 if bf16 else 1  # bounded oneDNN kernel cache (see devices.PAD_MULTIPLE_BF16)
     for step in bar:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             if step < n_text:
                 lr = _lr_at(step, text_lr)
-                loss = _text_loss(model, [text_rows[i] for i in warm_stream.batch(step)], pad_id)
+                loss = _text_loss(model, [text_rows[i] for i in warm_stream.batch(step)], pad_id, multiple)
             else:
                 istep = step - n_text
                 lr = _lr_at(istep, settings)
                 pick = image_stream.batch(istep)
-                ids, attn, labels = collate([rows[i] for i in pick], pad_id)
+                ids, attn, labels = collate([rows[i] for i in pick], pad_id, multiple)
                 images = [image_of[i] for i in pick]
                 batch_feats = feats[images].float()  # features may be cached in half precision
                 image = model.model.multi_modal_projector(batch_feats)
@@ -325,7 +330,9 @@ def pretrain(
                 if probe is not None:
                     loss = loss + settings.part_loss * probe.loss(image, parts.labels[images])
                 if mix:
-                    loss = loss + _text_loss(model, [text_rows[i] for i in mix_stream.batch(istep)], pad_id)
+                    loss = loss + _text_loss(
+                        model, [text_rows[i] for i in mix_stream.batch(istep)], pad_id, multiple
+                    )
         for group in opt.param_groups:
             group["lr"] = lr
         opt.zero_grad(set_to_none=True)
@@ -363,7 +370,9 @@ class _Stream:
         return self.batches[step % self.per_epoch]
 
 
-def _text_loss(model: Any, rows: Sequence[tuple[list[int], int]], pad_id: int) -> torch.Tensor:
+def _text_loss(
+    model: Any, rows: Sequence[tuple[list[int], int]], pad_id: int, multiple: int = 1
+) -> torch.Tensor:
     """Answer-token loss of text-only rows through the decoder (no image)."""
-    ids, attn, labels = collate(rows, pad_id)
+    ids, attn, labels = collate(rows, pad_id, multiple)
     return _answer_loss(model, model.get_input_embeddings()(ids), attn, labels)

@@ -35,7 +35,7 @@ from selfsynth.io import atomic_write_text, write_json
 from selfsynth.models.augment import augment
 from selfsynth.models.chat import IGNORE, answer_suffix, build_messages, encode, open_image
 from selfsynth.models.decode import accepts
-from selfsynth.models.devices import cpu_bf16
+from selfsynth.models.devices import PAD_MULTIPLE_BF16, cpu_bf16
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ def batch_for(
     questions: list[str],
     answers: list[str],
     max_length: int | None = None,
+    pad_multiple: int = 1,
 ) -> dict[str, torch.Tensor]:
     """A right-padded training batch whose labels cover only the answer and its EOS token."""
     prompts = [vlm.prompt(q) for q in questions]
@@ -53,7 +54,15 @@ def batch_for(
         answer_suffix(vlm.processor, build_messages(q), p, a)
         for q, p, a in zip(questions, prompts, answers, strict=True)
     ]
-    return encode(vlm.processor, images, prompts, suffixes, side="right", max_length=max_length)
+    return encode(
+        vlm.processor,
+        images,
+        prompts,
+        suffixes,
+        side="right",
+        max_length=max_length,
+        pad_multiple=pad_multiple,
+    )
 
 
 def token_loss(
@@ -157,6 +166,7 @@ def train_lora(
     # CPU bf16 autocast is applied around each step rather than through Accelerator's
     # mixed_precision, whose process-wide state would pin the first call's choice for good
     cpu_autocast = vlm.device.type == "cpu" and vlm.dtype == torch.float32 and cpu_bf16(cfg.cpu_precision)
+    pad_multiple = PAD_MULTIPLE_BF16 if cpu_autocast else 1
     acc = Accelerator(cpu=vlm.device.type == "cpu", mixed_precision=precision)
     world, rank = acc.num_processes, acc.process_index
     if acc.device != vlm.device:
@@ -199,7 +209,7 @@ def train_lora(
             lo = step * global_batch + rank * micro * accum
             idx = order[lo : lo + micro * accum]
             batches = [
-                _micro_batch(vlm, examples, idx[k : k + micro], lo + k, cfg, seed)
+                _micro_batch(vlm, examples, idx[k : k + micro], lo + k, cfg, seed, pad_multiple)
                 for k in range(0, len(idx), micro)
             ]
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_autocast):
@@ -296,7 +306,7 @@ def _train_mode(vlm: Any, model: torch.nn.Module) -> None:
 
 
 def _micro_batch(
-    vlm: Any, examples: list[Any], idx: np.ndarray, pos: int, cfg: Any, seed: int
+    vlm: Any, examples: list[Any], idx: np.ndarray, pos: int, cfg: Any, seed: int, pad_multiple: int = 1
 ) -> dict[str, torch.Tensor]:
     images = []
     for k, i in enumerate(idx):
@@ -310,6 +320,7 @@ def _micro_batch(
         [examples[i].question for i in idx],
         [examples[i].answer for i in idx],
         max_length=cfg.max_length,
+        pad_multiple=pad_multiple,
     )
 
 

@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 MANIFEST = "build_manifest.json"
 # Bump when a code change alters what a build produces, so cached builds are not reused.
-BUILD_VERSION = 5
+BUILD_VERSION = 6
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
@@ -80,8 +80,9 @@ class BaseSettings:
     warmup_steps: int = 30
     part_loss: float = 1.0  # auxiliary part probe on the projector output (see part_probe.py)
     checkpoint_every: int = 200
-    # bf16 autocast for pretraining where the CPU has native bf16 matmuls ("auto"; see
-    # pretrain.TrainSettings); "fp32" gives the same build on every machine, at ~1.3x the time
+    # bf16 autocast for pretraining and for encoding its images where the CPU has native bf16
+    # matmuls ("auto"; see pretrain.TrainSettings); "fp32" gives the same build on every machine,
+    # at ~1.4x the time
     cpu_precision: str = "auto"
 
     def fingerprint(self) -> str:
@@ -258,6 +259,7 @@ def _build(out: Path, work: Path, s: BaseSettings) -> dict[str, Any]:
     import torch
 
     from selfsynth.models import base_data
+    from selfsynth.models.devices import cpu_bf16
     from selfsynth.models.pretrain import TrainSettings, encode_images, pretrain
     from selfsynth.models.tokenizer_build import train_tokenizer
 
@@ -288,7 +290,11 @@ def _build(out: Path, work: Path, s: BaseSettings) -> dict[str, Any]:
     else:
         # half precision halves the largest buffer of the build; training casts batches back
         feats = encode_images(
-            model, processor, base_data.LazyImages([r.image for r in records]), dtype=torch.float16
+            model,
+            processor,
+            base_data.LazyImages([r.image for r in records]),
+            dtype=torch.float16,
+            bf16=cpu_bf16(s.cpu_precision),
         )
         tmp = feats_path.with_name("features.pt.tmp")
         torch.save(feats, tmp)
