@@ -198,7 +198,9 @@ def test_padding_to_a_multiple_keeps_the_loss(root, examples, kind):
     vlm = VLM.load(tiny_model(kind, root))
     args = (vlm, [open_image(e.image) for e in examples[:3]], [e.question for e in examples[:3]], ANSWERS)
     plain, padded = batch_for(*args), batch_for(*args, pad_multiple=16)
-    assert padded["input_ids"].shape[1] % 16 == 0 and padded["input_ids"].shape[1] > plain["input_ids"].shape[1]
+    assert (
+        padded["input_ids"].shape[1] % 16 == 0 and padded["input_ids"].shape[1] > plain["input_ids"].shape[1]
+    )
     with torch.no_grad():
         a, n_a = token_loss(vlm.model, plain, vlm.device)
         b, n_b = token_loss(vlm.model, padded, vlm.device)
