@@ -126,6 +126,10 @@ class SynthesizeConfig:
     fallback: str = (
         "drop"  # an answer not naming the label: drop (paper) | label ("This is an image of {label}.")
     )
+    # Answers per prompt (paper: 1); with more, the first that names the label and, with
+    # avoid_repeats, repeats no phrase is kept (one shared prefill per prompt).
+    samples: int = 1
+    avoid_repeats: bool = True
 
 
 CPU_PRECISIONS = ("auto", "fp32", "bf16")  # finetune.cpu_precision and the base build's
@@ -167,6 +171,7 @@ class SampleConfig:
     batch_size: int = 16
     negatives: str = "class_rest"  # class_rest (poster) | all_rest | all (reference bug)
     fallback: str = "label"  # label | drop
+    avoid_repeats: bool = True  # among candidates naming the label, prefer those repeating no phrase
 
 
 @dataclass
@@ -355,6 +360,9 @@ def validate(cfg: RunConfig, *, require: typing.Sequence[str] = _REQUIRED) -> Ru
         raise ConfigError(f"select.min_keep must be >= 1, got {cfg.select.min_keep}")
     if cfg.select.tau <= 0 or cfg.sample.temperature < 0:
         raise ConfigError("select.tau must be > 0 and sample.temperature >= 0")
+    for key in ("describe.samples", "synthesize.samples", "sample.samples", "synthesize.questions"):
+        if _get(cfg, key) < 1:
+            raise ConfigError(f"{key} must be >= 1, got {_get(cfg, key)}")
     return cfg
 
 

@@ -137,3 +137,36 @@ def names_label(answer: str, label: str, labels: Sequence[str]) -> bool:
     """Strict: the first affirmative class mention is ``label``."""
     pool = list(labels) if label in labels else [*labels, label]
     return first_class(answer, pool) == label
+
+
+def repeated_phrase(text: str, exclude: Sequence[str] = (), n: int = 3) -> bool:
+    """True when ``text`` repeats itself: a run of ``n`` words twice, or a list item twice.
+
+    "bright red bill, bright red bill and ..." repeats three words; "It has red bill, red bill
+    and red bill" repeats the item "red bill" (items are split at punctuation and "and"; an item
+    that ends an earlier one counts, so "It has red bill and red bill" does too). A small model
+    that cites concepts from its prompt can fall into re-copying the first one, and its answers
+    then teach the next round to repeat. Phrases in ``exclude`` (the label, which an explanation
+    names twice by design) are taken out first.
+    """
+    pieces = [text]
+    for phrase in exclude:
+        if phrase:
+            pieces = [p for piece in pieces for p in re.split(re.escape(phrase), piece, flags=re.IGNORECASE)]
+    grams: set[tuple[str, ...]] = set()
+    items: list[str] = []
+    for piece in pieces:  # neither a run of words nor an item spans a taken-out phrase
+        words = normalize(piece).split()
+        for i in range(len(words) - n + 1):
+            gram = tuple(words[i : i + n])
+            if gram in grams:
+                return True
+            grams.add(gram)
+        for chunk in re.split(r"[,.;:!?]|\band\b", piece):
+            item = normalize(chunk)
+            if len(item.split()) < 2:
+                continue
+            if any(old == item or old.endswith(" " + item) for old in items):
+                return True
+            items.append(item)
+    return False

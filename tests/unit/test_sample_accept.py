@@ -26,6 +26,31 @@ def test_filter_then_argmax():
     assert qa.question == "Why?"
 
 
+def test_avoid_repeats_prefers_a_candidate_that_repeats_no_phrase():
+    rep = "This is a Tern. It has red bill, red bill and red bill, which are the features of a Tern."
+    clean = "This is a Tern. It has red bill and black cap, which are the features of a Tern."
+    r = row([rep, clean, "a gull"], [True, True, False], [5.0, 1.0, 9.0])
+    assert accept([r], "ours", "label", avoid_repeats=True)[0].answer == clean
+    assert accept([r], "ours", "label", avoid_repeats=False)[0].answer == rep  # the score alone
+    only = row([rep, "a gull"], [True, False], [1.0, 9.0])  # every label-naming candidate repeats
+    assert accept([only], "ours", "label", avoid_repeats=True)[0].answer == rep
+
+
+def test_synthesis_keeps_the_first_answer_naming_the_label_without_repeats():
+    from selfsynth.stages.synthesize import pick_answer
+
+    labels = ["Tern", "Gull"]
+    rep = "It has red bill, red bill and red bill. These features show that it is a Tern."
+    clean = "It has red bill and black cap. These features show that it is a Tern."
+    assert pick_answer(["This is a Gull.", rep, clean], "Tern", labels) == (clean, True, False)
+    assert pick_answer(["This is a Gull.", rep, clean], "Tern", labels, avoid_repeats=False) == (
+        rep,
+        True,
+        True,
+    )
+    assert pick_answer(["This is a Gull.", "A bird."], "Tern", labels) == ("This is a Gull.", False, False)
+
+
 def test_fallback_label_and_drop():
     r = row(["a", "b"], [False, False], [1.0, 2.0])
     (qa,) = accept([r], "ours", "label")

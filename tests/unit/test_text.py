@@ -60,3 +60,16 @@ def test_vqa_answer_names_the_value_then_checks_options_up_to_it():
     assert parse_letter(answer) == "B"
     assert parse_letter(vqa_answer("A", options)) == "A" and "C." not in vqa_answer("A", options)
     assert vqa_answer("D", options).startswith("black. A. red? No.")
+
+
+def test_repeated_phrase_ignores_the_label_named_twice():
+    from selfsynth.text import repeated_phrase
+
+    label = "Sedge Flycatcher"
+    twice = f"This is a {label}. It has red bill and black cap, which are the features of a {label}."
+    assert not repeated_phrase(twice, (label,))
+    assert repeated_phrase(twice)  # "a sedge flycatcher" twice
+    assert repeated_phrase(
+        f"It has bright red bill, bright red bill and black cap. It is a {label}.", (label,)
+    )
+    assert not repeated_phrase("bright red bill and bright red crown")  # shares two words, not three

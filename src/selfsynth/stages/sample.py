@@ -26,7 +26,7 @@ from selfsynth.runs import Stage, chunk_seed, stage_fp
 from selfsynth.stages.context import Context
 from selfsynth.stages.contrastive import negatives, rs_score, rs_scores
 from selfsynth.stages.synthesize import draw_questions, label_only
-from selfsynth.text import names_label
+from selfsynth.text import names_label, repeated_phrase
 
 __all__ = ["rs_score", "rs_scores", "run_sample", "FALLBACK_QUESTION"]
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def run_sample(
     rows = stage.chunks(
         ctx.train, ctx.cfg.chunk_size, work, desc=f"sample r{rnd}", progress=ctx.progress and not done
     )
-    accepted = accept(rows, method, cfg.fallback)
+    accepted = accept(rows, method, cfg.fallback, cfg.avoid_repeats)
     if not done:
         write_jsonl(stage.dir / "accepted.jsonl", [a.to_dict() for a in accepted])
         n_fb = sum(a.kind == "fallback" for a in accepted)
@@ -125,8 +125,13 @@ def run_sample(
     return accepted, fp
 
 
-def accept(rows: list[dict[str, Any]], method: str, fallback: str) -> list[QA]:
-    """Per question: filter candidates naming the label, then take the highest score."""
+def accept(rows: list[dict[str, Any]], method: str, fallback: str, avoid_repeats: bool = False) -> list[QA]:
+    """Per question: filter candidates naming the label, then take the highest score.
+
+    With ``avoid_repeats``, a candidate that repeats a phrase (``text.repeated_phrase``) is taken
+    only when every candidate naming the label does: the contrastive score alone favours an
+    answer that repeats the concept closest to Z*, and the next round learns the repetition.
+    """
     out: list[QA] = []
     for r in rows:
         if method == "nofilter":
@@ -134,7 +139,8 @@ def accept(rows: list[dict[str, Any]], method: str, fallback: str) -> list[QA]:
             continue
         good = [j for j, ok in enumerate(r["names_label"]) if ok]
         if good:
-            best = max(good, key=lambda j: (r["scores"][j], -j))
+            fresh = [j for j in good if not repeated_phrase(r["candidates"][j], (r["label"],))]
+            best = max((fresh if avoid_repeats and fresh else good), key=lambda j: (r["scores"][j], -j))
             out.append(
                 QA(
                     r["id"],

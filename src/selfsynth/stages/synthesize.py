@@ -2,7 +2,10 @@
 
 The model sees the image plus "This is a picture of a {label} with the following visual features:
 ... Use this information to answer: {question}". Answers that do not name the label (strictly:
-first affirmative class mention) are dropped. The stored training pair is (image, bare question)
+first affirmative class mention) are dropped. With ``samples`` > 1 the model writes several
+answers per prompt and the first that names the label and (``avoid_repeats``) repeats no phrase
+is kept: a small base model that cites the given concepts can fall into re-copying the first one
+("bright red bill, bright red bill and ..."), and every later round learns from its answers. The stored training pair is (image, bare question)
 -> answer, so the tuned model must answer from the image alone. Each prompt is built next to its
 own image (the reference paired prompts with the wrong images inside a batch).
 
@@ -23,7 +26,7 @@ from selfsynth.prompts import concept_prompt
 from selfsynth.records import QA, Example
 from selfsynth.runs import Stage, chunk_seed, stage_fp
 from selfsynth.stages.context import Context
-from selfsynth.text import names_label
+from selfsynth.text import names_label, repeated_phrase
 
 log = logging.getLogger(__name__)
 KINDS = ("simple", "explain", "cot")
@@ -54,6 +57,17 @@ def label_only(label: str) -> str:
     return f"This is an image of {label}."
 
 
+def pick_answer(
+    answers: Sequence[str], label: str, labels: Sequence[str], avoid_repeats: bool = True
+) -> tuple[str, bool, bool]:
+    """(answer, names the label, repeats a phrase): the first naming the label, preferring no repeats."""
+    named = [names_label(a, label, labels) for a in answers]
+    repeats = [repeated_phrase(a, (label,)) for a in answers]
+    order = sorted(range(len(answers)), key=lambda j: (not named[j], avoid_repeats and repeats[j], j))
+    best = order[0]
+    return answers[best], named[best], repeats[best]
+
+
 def run_synthesize(
     ctx: Context, model_path: str, selected: dict[str, list[str]], bank: dict[str, list[str]], *inputs_fp: str
 ) -> tuple[list[QA], str]:
@@ -82,7 +96,7 @@ def run_synthesize(
         outs = ctx.vlm(model_path).generate(
             [e.image for e, _, _ in asks],
             prompts,
-            n=1,
+            n=cfg.samples,
             temperature=cfg.temperature,
             top_p=cfg.top_p,
             max_new_tokens=cfg.max_new_tokens,
@@ -91,11 +105,14 @@ def run_synthesize(
         )
         rows = []
         for i, ((e, kind, q), o) in enumerate(zip(asks, outs, strict=True)):
-            answer = o[0].strip()
+            answer, named, repeats = pick_answer(
+                [t.strip() for t in o], e.label, ctx.labels, cfg.avoid_repeats
+            )
             rows.append(
                 {
                     **QA(f"{e.id}#{i}", e.image, q, answer, e.label, kind).to_dict(),
-                    "keep": names_label(answer, e.label, ctx.labels),
+                    "keep": named,
+                    "repeats": repeats,
                 }
             )
         return rows
@@ -113,7 +130,11 @@ def run_synthesize(
     if not done:
         named = sum(bool(r.get("keep", True)) for r in rows)
         stage.finish(
-            asked=len(rows), kept=len(kept), named_label=named, keep_rate=round(named / max(1, len(rows)), 4)
+            asked=len(rows),
+            kept=len(kept),
+            named_label=named,
+            keep_rate=round(named / max(1, len(rows)), 4),
+            kept_repeating=sum(bool(r.get("keep", True) and r.get("repeats")) for r in rows),
         )
     if not kept:
         raise SelfsynthError(
