@@ -122,12 +122,11 @@ def vqa_answer(letter: str, options: dict[str, str]) -> str:
     general-ability mix train on this one form. Answering with a letter straight away asks a
     small decoder to find, in one step, which shuffled option matches what it sees and which
     letter stands before it; measured on a fresh 4-layer decoder, that look-up stays at chance
-    after 900 steps of nothing else (so does "orange. The answer is B."). Checking the options
-    in order without naming one first also stayed at chance (25.7 %): each "Yes" or "No" then
-    had to compare an option with the image. Named first, the value is what the model's open
-    answers and descriptions already state from the image, and each check compares two pieces
-    of text, the copying it learns early; the letter to give is the one that began the current
-    line. ``metrics.parse_letter`` reads the "answer is B" at the end.
+    after 900 steps of nothing else (so does "orange. The answer is B."). The value comes first
+    so that the answer states what the model sees before any letter, and each check could
+    compare two pieces of text. Measured on the embedded base (held-out world, 288 items): the
+    stated value is right in 45 % of answers, but the checks do not yet follow it (letter
+    accuracy 27 %, as without the value). ``metrics.parse_letter`` reads the "answer is B".
     """
     checks = [f"{options[letter]}."]
     for key, text in sorted(options.items()):

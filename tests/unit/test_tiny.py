@@ -284,3 +284,16 @@ def test_killed_build_resumes_from_its_work_folder(tmp_path, monkeypatch):
     manifest = tiny.build_base_model(out, s, threads=1)
     assert tiny.is_built(out, s) and manifest["fingerprint"] == s.fingerprint()
     assert not work.exists()
+
+
+def test_attribute_scores_count_right_wrong_and_hidden_statements(world):
+    from selfsynth.io import read_jsonl
+    from selfsynth.models.base_eval import attribute_scores, distinct_n
+
+    rows = read_jsonl(world / "train.jsonl")
+    caps = {r["id"]: r["captions"][0] for r in read_jsonl(world / "captions.jsonl")}
+    own = attribute_scores([caps[r["id"]] for r in rows], rows)
+    assert own["attribute_accuracy"] == 1.0 and own["parts_mentioned"] > 0  # captions tell the truth
+    swapped = attribute_scores([caps[r["id"]] for r in rows[::-1]], rows)
+    assert swapped["attribute_accuracy"] < 1.0  # another bird's caption is partly wrong
+    assert distinct_n(["a b c d e", "a b c d e"]) == 0.5 and distinct_n(["a b"]) == 0.0

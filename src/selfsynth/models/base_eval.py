@@ -7,7 +7,10 @@ every image and species is new to the model. Figures (all on the held-out test s
   the part's value (read by ``vocab.parse_attributes``), the fraction stated correctly; also
   ``parts_mentioned`` (visible parts stated per description) and ``hidden_stated`` (statements
   about parts the image does not show, per description). Greedy and at T=1.0.
-- ``vqa_accuracy``: the world's four-option questions, greedy, letter read by ``parse_letter``.
+- ``vqa_accuracy``: the world's four-option questions, greedy, letter read by ``parse_letter``;
+  ``vqa_value_accuracy``: answers whose first sentence is the right option's text (the
+  ``prompts.vqa_answer`` form states the value before checking the options), which shows
+  whether a wrong letter comes from seeing wrong or from the checks.
 - ``names_species``: fraction of answers (descriptions and species questions) that contain any
   species name of the world; ``species_accuracy``: answers to "What species is this bird?"
   that contain the true name, against ``chance`` = 1 / species.
@@ -167,6 +170,11 @@ def evaluate_base(
         "sampled": attribute_scores(flat_sampled, [r for r, _ in pairs for _ in range(samples)]),
         "vqa_accuracy": sum(parse_letter(a) == q["answer"] for a, q in zip(vqa_ans, vqa, strict=True))
         / max(1, len(vqa)),
+        "vqa_value_accuracy": sum(
+            normalize(a.split(". ", 1)[0]) == normalize(q["options"][q["answer"]])
+            for a, q in zip(vqa_ans, vqa, strict=True)
+        )
+        / max(1, len(vqa)),
         "names_species": names / max(1, len(all_answers)),
         "species_accuracy": sum(label_in(a, r["label"]) for a, r in zip(species_ans, rows, strict=True))
         / max(1, len(rows)),
@@ -200,7 +208,8 @@ def format_report(res: dict[str, Any]) -> str:
         f"attribute accuracy  greedy {g['attribute_accuracy']:.1%}  T=1.0 {s['attribute_accuracy']:.1%}  "
         f"(parts stated per description: {g['parts_mentioned']:.1f} / {s['parts_mentioned']:.1f} of "
         f"{g['visible_parts']:.1f} visible; hidden parts stated {g['hidden_stated']:.2f} / {s['hidden_stated']:.2f})",
-        f"generic VQA         {res['vqa_accuracy']:.1%} ({res['world']['vqa_items']} items)",
+        f"generic VQA         {res['vqa_accuracy']:.1%} ({res['world']['vqa_items']} items; "
+        f"value stated right {res.get('vqa_value_accuracy', 0.0):.1%})",
         f"names a species     {res['names_species']:.2%} of answers; species accuracy "
         f"{res['species_accuracy']:.1%} (chance {res['chance']:.1%})",
         f"uses a given label  {res['uses_given_label']:.1%} of answers to the round-1 synthesis prompt",
