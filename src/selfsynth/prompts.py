@@ -116,19 +116,20 @@ VQA_MAX_NEW_TOKENS = 64
 
 
 def vqa_answer(letter: str, options: dict[str, str]) -> str:
-    """Name the right option's text, then check the options in order against it.
+    """State the right option's text, then check the options in order against it.
 
-    "orange. A. red? No. B. orange? Yes, so the answer is B." The base model and every round's
-    general-ability mix train on this one form. Answering with a letter straight away asks a
-    small decoder to find, in one step, which shuffled option matches what it sees and which
-    letter stands before it; measured on a fresh 4-layer decoder, that look-up stays at chance
-    after 900 steps of nothing else (so does "orange. The answer is B."). The value comes first
-    so that the answer states what the model sees before any letter, and each check could
-    compare two pieces of text. Measured on the embedded base (held-out world, 288 items): the
-    stated value is right in 45 % of answers, but the checks do not yet follow it (letter
-    accuracy 27 %, as without the value). ``metrics.parse_letter`` reads the "answer is B".
+    "Answer: orange. A. red? No. B. orange? Yes, so the answer is B." The base model and every
+    round's general-ability mix train on this one form. Answering with a letter straight away
+    asks a small decoder to find, in one step, which shuffled option matches what it sees and
+    which letter stands before it; measured on a fresh 4-layer decoder, that look-up stays at
+    chance after 900 steps of nothing else (so does "orange. The answer is B."). The value
+    comes first so that the answer states what the model sees before any letter, and each check
+    compares two pieces of text. "Answer: " puts a space before the value, so its word pieces
+    are the ones of the option lines (a byte-level tokenizer splits "orange" at the start of a
+    text and " orange" after a space into different tokens). ``metrics.parse_letter`` reads the
+    "answer is B" at the end.
     """
-    checks = [f"{options[letter]}."]
+    checks = [f"Answer: {options[letter]}."]
     for key, text in sorted(options.items()):
         if key == letter:
             checks.append(f"{key}. {text}? Yes, so the answer is {key}.")

@@ -45,7 +45,7 @@ def test_parse_letter():
     assert parse_letter("The answer is B. red") == "B"
     # options checked in turn: the stated answer counts, not the first line's letter
     assert parse_letter("A. red? No. B. brown? Yes, so the answer is B.") == "B"
-    assert parse_letter("brown. A. red? No. B. brown? Yes, so the answer is B.") == "B"
+    assert parse_letter("Answer: brown. A. red? No. B. brown? Yes, so the answer is B.") == "B"
     assert parse_letter("C) blue") == "C"
     assert parse_letter("I am not sure") is None
     assert parse_letter("The answer is E.") is None
@@ -56,10 +56,10 @@ def test_vqa_answer_names_the_value_then_checks_options_up_to_it():
 
     options = {"A": "red", "B": "long and slender", "C": "blue", "D": "black"}
     answer = vqa_answer("B", options)
-    assert answer == "long and slender. A. red? No. B. long and slender? Yes, so the answer is B."
+    assert answer == "Answer: long and slender. A. red? No. B. long and slender? Yes, so the answer is B."
     assert parse_letter(answer) == "B"
     assert parse_letter(vqa_answer("A", options)) == "A" and "C." not in vqa_answer("A", options)
-    assert vqa_answer("D", options).startswith("black. A. red? No.")
+    assert vqa_answer("D", options).startswith("Answer: black. A. red? No.")
 
 
 def test_repeated_phrase_ignores_the_label_named_twice():

@@ -170,7 +170,7 @@ def test_text_drills_are_text_only_and_answerable_from_the_prompt(world):
     for t in drills:
         letter = parse_letter(t.answer)
         if letter is not None:  # multiple choice: the prompt states the right option
-            # "brown. A. red? No. B. brown? Yes, so the answer is B.": the checked line is the stated one
+            # "Answer: brown. A. red? No. B. brown? Yes, so the answer is B.": the checked line is the stated one
             option = t.answer.rsplit(f"{letter}. ", 1)[1].split("? Yes", 1)[0]
             assert f"{letter}. {option}" in t.question and t.question.count(option) >= 2
         else:  # a made-up label the answer must repeat

@@ -171,7 +171,7 @@ def evaluate_base(
         "vqa_accuracy": sum(parse_letter(a) == q["answer"] for a, q in zip(vqa_ans, vqa, strict=True))
         / max(1, len(vqa)),
         "vqa_value_accuracy": sum(
-            normalize(a.split(". ", 1)[0]) == normalize(q["options"][q["answer"]])
+            normalize(a.split(". ", 1)[0].removeprefix("Answer:")) == normalize(q["options"][q["answer"]])
             for a, q in zip(vqa_ans, vqa, strict=True)
         )
         / max(1, len(vqa)),

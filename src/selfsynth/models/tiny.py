@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 MANIFEST = "build_manifest.json"
 # Bump when a code change alters what a build produces, so cached builds are not reused.
-BUILD_VERSION = 6
+BUILD_VERSION = 7
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
