@@ -170,3 +170,32 @@ def repeated_phrase(text: str, exclude: Sequence[str] = (), n: int = 3) -> bool:
                 return True
             items.append(item)
     return False
+
+
+def drop_repeated_items(text: str) -> str:
+    """``text`` with list items that repeat an earlier item taken out, the list's "and" kept.
+
+    "It has red bill, red bill and black cap, which ..." -> "It has red bill and black cap,
+    which ...". Items are split at commas and "and" within each sentence; an item counts as a
+    repeat when it equals an earlier item or ends one ("It has red bill" ends with "red bill").
+    For answers a model wrote itself that fell into re-copying a concept: what it claimed stays,
+    the stutter goes.
+    """
+    out = []
+    for sentence in re.split(r"(?<=[.!?])\s+", text.strip()):
+        end = len(sentence.rstrip(".!?"))
+        sentence, stop = sentence[:end], sentence[end:]
+        parts = re.split(r"(,\s+|\s+and\s+)", sentence)
+        items, seps = parts[0::2], ["", *parts[1::2]]
+        kept: list[list[str]] = []  # [separator before, item]
+        seen: list[str] = []
+        for item, sep in zip(items, seps, strict=True):
+            key = normalize(item)
+            if kept and key and any(k == key or k.endswith(" " + key) for k in seen):
+                if sep.strip() == "and" and len(kept) > 1 and kept[-1][0].strip() == ",":
+                    kept[-1][0] = sep  # "A, B and B." -> "A and B."
+                continue
+            seen.append(key)
+            kept.append([sep, item])
+        out.append("".join(s + i for s, i in kept) + stop)
+    return " ".join(out)

@@ -33,7 +33,8 @@ def test_avoid_repeats_prefers_a_candidate_that_repeats_no_phrase():
     assert accept([r], "ours", "label", avoid_repeats=True)[0].answer == clean
     assert accept([r], "ours", "label", avoid_repeats=False)[0].answer == rep  # the score alone
     only = row([rep, "a gull"], [True, False], [1.0, 9.0])  # every label-naming candidate repeats
-    assert accept([only], "ours", "label", avoid_repeats=True)[0].answer == rep
+    fixed = "This is a Tern. It has red bill, which are the features of a Tern."
+    assert accept([only], "ours", "label", avoid_repeats=True)[0].answer == fixed
 
 
 def test_synthesis_keeps_the_first_answer_naming_the_label_without_repeats():
@@ -46,9 +47,12 @@ def test_synthesis_keeps_the_first_answer_naming_the_label_without_repeats():
     assert pick_answer(["This is a Gull.", rep, clean], "Tern", labels, avoid_repeats=False) == (
         rep,
         True,
-        True,
+        False,
     )
     assert pick_answer(["This is a Gull.", "A bird."], "Tern", labels) == ("This is a Gull.", False, False)
+    # only repeating answers: the repeated list items go, what the model claimed stays
+    fixed = "It has red bill. These features show that it is a Tern."
+    assert pick_answer([rep], "Tern", labels) == (fixed, True, True)
 
 
 def test_fallback_label_and_drop():

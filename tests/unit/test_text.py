@@ -73,3 +73,18 @@ def test_repeated_phrase_ignores_the_label_named_twice():
         f"It has bright red bill, bright red bill and black cap. It is a {label}.", (label,)
     )
     assert not repeated_phrase("bright red bill and bright red crown")  # shares two words, not three
+
+
+def test_drop_repeated_items_keeps_the_claims_and_the_list_grammar():
+    from selfsynth.text import drop_repeated_items
+
+    assert (
+        drop_repeated_items("It has white eye ring, red bill, long tail and long tail, which show a Tern.")
+        == "It has white eye ring, red bill and long tail, which show a Tern."
+    )
+    assert drop_repeated_items("The bird has red bill, red bill and black cap. It is a Tern.") == (
+        "The bird has red bill and black cap. It is a Tern."
+    )
+    assert drop_repeated_items("It has red bill and red bill.") == "It has red bill."
+    clean = "It has red bill, black cap and long tail. It is a Tern."
+    assert drop_repeated_items(clean) == clean

@@ -4,7 +4,7 @@ The model sees the image plus "This is a picture of a {label} with the following
 ... Use this information to answer: {question}". Answers that do not name the label (strictly:
 first affirmative class mention) are dropped. With ``samples`` > 1 the model writes several
 answers per prompt and the first that names the label and (``avoid_repeats``) repeats no phrase
-is kept: a small base model that cites the given concepts can fall into re-copying the first one
+is kept; if it still repeats one, its repeated list items are dropped. A small base model that cites the given concepts can fall into re-copying the first one
 ("bright red bill, bright red bill and ..."), and every later round learns from its answers. The stored training pair is (image, bare question)
 -> answer, so the tuned model must answer from the image alone. Each prompt is built next to its
 own image (the reference paired prompts with the wrong images inside a batch).
@@ -26,7 +26,7 @@ from selfsynth.prompts import concept_prompt
 from selfsynth.records import QA, Example
 from selfsynth.runs import Stage, chunk_seed, stage_fp
 from selfsynth.stages.context import Context
-from selfsynth.text import names_label, repeated_phrase
+from selfsynth.text import drop_repeated_items, names_label, repeated_phrase
 
 log = logging.getLogger(__name__)
 KINDS = ("simple", "explain", "cot")
@@ -60,12 +60,20 @@ def label_only(label: str) -> str:
 def pick_answer(
     answers: Sequence[str], label: str, labels: Sequence[str], avoid_repeats: bool = True
 ) -> tuple[str, bool, bool]:
-    """(answer, names the label, repeats a phrase): the first naming the label, preferring no repeats."""
+    """(answer, names the label, was repaired): the first naming the label, preferring no repeats.
+
+    With ``avoid_repeats``, an answer that still repeats a phrase loses its repeated list items
+    (``text.drop_repeated_items``) when what remains names the label and repeats nothing.
+    """
     named = [names_label(a, label, labels) for a in answers]
-    repeats = [repeated_phrase(a, (label,)) for a in answers]
-    order = sorted(range(len(answers)), key=lambda j: (not named[j], avoid_repeats and repeats[j], j))
-    best = order[0]
-    return answers[best], named[best], repeats[best]
+    repeats = [avoid_repeats and repeated_phrase(a, (label,)) for a in answers]
+    best = min(range(len(answers)), key=lambda j: (not named[j], repeats[j], j))
+    answer = answers[best]
+    if repeats[best]:
+        fixed = drop_repeated_items(answer)
+        if names_label(fixed, label, labels) == named[best] and not repeated_phrase(fixed, (label,)):
+            return fixed, named[best], True
+    return answer, named[best], False
 
 
 def run_synthesize(
@@ -105,14 +113,14 @@ def run_synthesize(
         )
         rows = []
         for i, ((e, kind, q), o) in enumerate(zip(asks, outs, strict=True)):
-            answer, named, repeats = pick_answer(
+            answer, named, repaired = pick_answer(
                 [t.strip() for t in o], e.label, ctx.labels, cfg.avoid_repeats
             )
             rows.append(
                 {
                     **QA(f"{e.id}#{i}", e.image, q, answer, e.label, kind).to_dict(),
                     "keep": named,
-                    "repeats": repeats,
+                    "repaired": repaired,
                 }
             )
         return rows
@@ -134,7 +142,7 @@ def run_synthesize(
             kept=len(kept),
             named_label=named,
             keep_rate=round(named / max(1, len(rows)), 4),
-            kept_repeating=sum(bool(r.get("keep", True) and r.get("repeats")) for r in rows),
+            kept_repaired=sum(bool(r.get("keep", True) and r.get("repaired")) for r in rows),
         )
     if not kept:
         raise SelfsynthError(
