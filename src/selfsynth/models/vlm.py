@@ -173,13 +173,17 @@ class VLM:
         batch_size: int = 16,
         progress: bool = False,
         share_prefill: bool = True,
+        no_repeat_ngram: int = 0,
+        allow_repeats: Sequence[str] = (),
     ) -> list[list[str]]:
         """``n`` answers per (image, prompt) pair, in order; greedy (n identical copies) when temperature is 0.
 
         The image and prompt are encoded once and the n samples decode from that one prefill.
         Sample j of a pair is seeded by (seed, the image's content hash, prompt, how many times
         this pair occurred before in the call, j), so it depends neither on ``batch_size`` nor
-        on the other pairs nor on where the image file lives.
+        on the other pairs nor on where the image file lives. ``no_repeat_ngram`` > 1 bans
+        repeating that many generated tokens, except inside the phrases of ``allow_repeats``
+        (class names; see ``decode.repeat_bans``).
         """
         if len(images) != len(prompts):
             raise ValueError(f"generate: {len(images)} images but {len(prompts)} prompts")
@@ -194,7 +198,19 @@ class VLM:
             batch_size=batch_size,
             progress=progress,
             share_prefill=share_prefill,
+            no_repeat_ngram=no_repeat_ngram,
+            allowed_pairs=self._pairs(allow_repeats) if no_repeat_ngram > 1 else frozenset(),
         )
+
+    def _pairs(self, phrases: Sequence[str]) -> frozenset[tuple[int, int]]:
+        """Consecutive token pairs of ``phrases`` at a start and mid-sentence, with what ends them."""
+        tok = self.processor.tokenizer
+        out: set[tuple[int, int]] = set()
+        for phrase in phrases:
+            for text in (phrase, " " + phrase + ".", " " + phrase + ","):
+                ids = tok(text, add_special_tokens=False)["input_ids"]
+                out.update(zip(ids, ids[1:], strict=False))
+        return frozenset(out)
 
     def chat(self, image: ImageLike, messages: list[dict[str, Any]], **gen_kwargs: Any) -> str:
         """Answer a multi-turn conversation about ``image`` (the image goes in the first user turn)."""
@@ -215,6 +231,8 @@ class VLM:
         batch_size: int = 16,
         progress: bool = False,
         share_prefill: bool = True,
+        no_repeat_ngram: int = 0,
+        allowed_pairs: frozenset[tuple[int, int]] = frozenset(),
     ) -> list[list[str]]:
         if n < 1 or batch_size < 1 or max_new_tokens < 1:
             raise ValueError("generate: n, batch_size and max_new_tokens must be >= 1")
@@ -244,6 +262,8 @@ class VLM:
                 top_p=top_p,
                 u=u,
                 share_prefill=share_prefill,
+                no_repeat_ngram=no_repeat_ngram,
+                allowed_pairs=allowed_pairs,
             )
             texts = [t.strip() for t in tok.batch_decode(ids, skip_special_tokens=True)]
             for i in range(len(imgs)):

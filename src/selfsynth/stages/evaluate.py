@@ -61,6 +61,8 @@ def run_evaluate(
             max_new_tokens=cfg.max_new_tokens,
             seed=chunk_seed(ctx.cfg.seed, "evaluate", c),
             batch_size=cfg.batch_size,
+            no_repeat_ngram=cfg.no_repeat_ngram,
+            allow_repeats=ctx.labels,
         )
         return [
             {

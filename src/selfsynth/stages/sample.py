@@ -70,6 +70,8 @@ def run_sample(
             max_new_tokens=cfg.max_new_tokens,
             seed=chunk_seed(ctx.cfg.seed, f"sample-gen-{rnd}", c),
             batch_size=cfg.batch_size,
+            no_repeat_ngram=cfg.no_repeat_ngram,
+            allow_repeats=ctx.labels,
         )
         cand_lists = [[t.strip() for t in o] for o in outs]
         vec: dict[str, np.ndarray] = {}

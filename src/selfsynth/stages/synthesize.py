@@ -110,6 +110,8 @@ def run_synthesize(
             max_new_tokens=cfg.max_new_tokens,
             seed=chunk_seed(ctx.cfg.seed, "synthesize-gen", c),
             batch_size=cfg.batch_size,
+            no_repeat_ngram=cfg.no_repeat_ngram,
+            allow_repeats=ctx.labels,
         )
         rows = []
         for i, ((e, kind, q), o) in enumerate(zip(asks, outs, strict=True)):
