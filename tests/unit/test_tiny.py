@@ -148,6 +148,17 @@ def test_collate_rounds_the_width_up_and_masks_prompt_and_padding():
     assert pretrain.collate(rows, 0)[0].shape == (2, 5)
 
 
+def test_vocabulary_rows_padded_to_a_multiple_give_the_same_loss(world):
+    s, tok, model, feats, triples = _setup(world)
+    rows = [r for r in pretrain.tokenize_triples(tok, triples[:8], image_tokens=16, max_length=512) if r]
+    ids, attn, labels = pretrain.collate(rows, tok.pad_token_id, multiple=16)
+    f = feats[[t.image for t in triples[:8]]]
+    with torch.no_grad():
+        plain = float(pretrain.vlm_loss(model, f, ids, attn, labels))
+        padded = float(pretrain.vlm_loss(model, f, ids, attn, labels, multiple=64))
+    assert padded == pytest.approx(plain, rel=1e-6)
+
+
 def test_ten_pretraining_steps_lower_the_loss_and_keep_the_tower(world):
     s, tok, model, feats, triples = _setup(world)
     tower_before = {k: v.clone() for k, v in model.model.vision_tower.state_dict().items()}

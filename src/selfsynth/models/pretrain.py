@@ -161,6 +161,7 @@ def vlm_loss(
     labels: torch.Tensor,
     *,
     image: torch.Tensor | None = None,
+    multiple: int = 1,
 ) -> torch.Tensor:
     """Next-token loss of a LLaVA model given cached tower features (or projected ``image``)."""
     embed = model.get_input_embeddings()(ids)
@@ -168,16 +169,27 @@ def vlm_loss(
         image = model.model.multi_modal_projector(feats.to(embed.dtype))
     mask = (ids == model.config.image_token_id).unsqueeze(-1)
     # under bf16 autocast the projector's output is bf16 while the embedding lookup stays fp32
-    return _answer_loss(model, embed.masked_scatter(mask, image.to(embed.dtype)), attn, labels)
+    return _answer_loss(model, embed.masked_scatter(mask, image.to(embed.dtype)), attn, labels, multiple)
 
 
-def _answer_loss(model: Any, embed: torch.Tensor, attn: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Next-token cross-entropy of the decoder on ``labels`` (-100 = no target) from input embeddings."""
+def _answer_loss(
+    model: Any, embed: torch.Tensor, attn: torch.Tensor, labels: torch.Tensor, multiple: int = 1
+) -> torch.Tensor:
+    """Next-token cross-entropy of the decoder on ``labels`` (-100 = no target) from input embeddings.
+
+    The vocabulary projection runs only where there is a target; their count is rounded up to
+    ``multiple`` with ignored rows, so that under bf16 autocast the projection sees a few shapes,
+    not a new one every batch (see ``devices.PAD_MULTIPLE_BF16``).
+    """
     hidden = model.model.language_model(inputs_embeds=embed, attention_mask=attn).last_hidden_state
     target = labels[:, 1:]
     keep = target != -100
-    logits = model.lm_head(hidden[:, :-1][keep])  # only where there is a target: saves the vocab matmul
-    return F.cross_entropy(logits.float(), target[keep])
+    rows, wanted = hidden[:, :-1][keep], target[keep]
+    extra = -len(rows) % multiple
+    if extra:
+        rows = F.pad(rows, (0, 0, 0, extra))
+        wanted = F.pad(wanted, (0, extra), value=-100)
+    return F.cross_entropy(model.lm_head(rows).float(), wanted, ignore_index=-100)
 
 
 def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -313,6 +325,7 @@ def pretrain(
     bar = tqdm(range(start, total), desc="pretraining", unit="step", initial=start, total=total)
     bf16 = next(model.parameters()).device.type == "cpu" and cpu_bf16(settings.cpu_precision)
     multiple = PAD_MULTIPLE_BF16 if bf16 else 1  # bounded oneDNN kernel cache (see devices.PAD_MULTIPLE_BF16)
+    rows_multiple = 4 * multiple  # supervised tokens per batch, for the vocabulary projection
     for step in bar:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             if step < n_text:
@@ -326,7 +339,7 @@ def pretrain(
                 images = [image_of[i] for i in pick]
                 batch_feats = feats[images].float()  # features may be cached in half precision
                 image = model.model.multi_modal_projector(batch_feats)
-                loss = vlm_loss(model, batch_feats, ids, attn, labels, image=image)
+                loss = vlm_loss(model, batch_feats, ids, attn, labels, image=image, multiple=rows_multiple)
                 if probe is not None:
                     loss = loss + settings.part_loss * probe.loss(image, parts.labels[images])
                 if mix:
@@ -375,4 +388,4 @@ def _text_loss(
 ) -> torch.Tensor:
     """Answer-token loss of text-only rows through the decoder (no image)."""
     ids, attn, labels = collate(rows, pad_id, multiple)
-    return _answer_loss(model, model.get_input_embeddings()(ids), attn, labels)
+    return _answer_loss(model, model.get_input_embeddings()(ids), attn, labels, 4 * multiple)

@@ -79,6 +79,7 @@ def token_loss(
     target = labels[:, 1:]
     supervised = (target != IGNORE).any(dim=0).nonzero()
     first = int(supervised[0]) if len(supervised) else target.shape[1] - 1
+    first -= first % PAD_MULTIPLE_BF16  # a few shapes, not one per batch (see devices.PAD_MULTIPLE_BF16)
     keep = labels.shape[1] - first  # positions first .. end; the last one predicts nothing
     extra = {"logits_to_keep": keep} if accepts(model, "logits_to_keep") else {}
     logits = model(**inputs, use_cache=False, **extra).logits[:, -keep:-1].float()
