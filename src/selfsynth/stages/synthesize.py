@@ -7,8 +7,9 @@ answers per prompt and the first that names the label and (``avoid_repeats``) re
 is kept; if it still repeats one, its repeated list items are dropped. A small base model that
 cites the given concepts can fall into re-copying the first one ("bright red bill, bright red
 bill and ..."), and every later round learns from its answers. The stored training pair is
-(image, bare question) -> answer, so the tuned model must answer from the image alone. Each prompt is built next to its
-own image (the reference paired prompts with the wrong images inside a batch).
+(image, bare question) -> answer, so the tuned model must answer from the image alone. Each
+prompt is built next to its own image (the reference paired prompts with the wrong images inside
+a batch).
 
 Baselines use the same stage: ``nl`` answers "This is an image of {label}." without generation;
 ``lge`` shows all of Z_c instead of the image's Z* (a class-level explanation).
