@@ -199,3 +199,13 @@ def drop_repeated_items(text: str) -> str:
             kept.append([sep, item])
         out.append("".join(s + i for s, i in kept) + stop)
     return " ".join(out)
+
+
+def without_repeats(text: str, label: str) -> str | None:
+    """``drop_repeated_items(text)`` when that repeats no phrase (``label`` excepted), else None.
+
+    The one repair that synthesis and sampling apply to an answer that still repeats itself;
+    each caller then checks that the repaired answer still names its label.
+    """
+    fixed = drop_repeated_items(text)
+    return None if repeated_phrase(fixed, (label,)) else fixed

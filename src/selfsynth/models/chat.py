@@ -18,6 +18,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from selfsynth.errors import DataError, SelfsynthError
+from selfsynth.models.devices import round_up
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ def _text_kwargs(processor: Any, texts: list[str]) -> dict[str, Any]:
 
 
 def _pad(rows: list[torch.Tensor], value: int, side: str, multiple: int = 1) -> torch.Tensor:
-    width = -(-max(len(r) for r in rows) // multiple) * multiple
+    width = round_up(max(len(r) for r in rows), multiple)
     out = torch.full((len(rows), width), value, dtype=rows[0].dtype)
     for i, r in enumerate(rows):
         if side == "left":

@@ -58,6 +58,11 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 PAD_MULTIPLE_BF16 = 16
 
 
+def round_up(n: int, multiple: int) -> int:
+    """``n`` rounded up to a multiple of ``multiple`` (padded sizes under bf16 autocast)."""
+    return -(-n // multiple) * multiple
+
+
 def cpu_bf16(setting: str) -> bool:
     """Whether CPU training runs under bf16 autocast: ``auto`` asks oneDNN for native bf16 support.
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from selfsynth.models.devices import PAD_MULTIPLE_BF16, cpu_bf16
+from selfsynth.models.devices import PAD_MULTIPLE_BF16, cpu_bf16, round_up
 from selfsynth.models.part_probe import PartProbe, PartTargets
 from selfsynth.models.tokenizer_build import IM_END, IMAGE_TOKEN, render_prompt
 
@@ -141,7 +141,7 @@ def collate(
     rows: Sequence[tuple[Sequence[int], int]], pad_id: int, multiple: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-pad to the batch's longest, rounded up to ``multiple``; labels are -100 on prompt and padding."""
-    width = -(-max(len(ids) for ids, _ in rows) // multiple) * multiple
+    width = round_up(max(len(ids) for ids, _ in rows), multiple)
     ids_t = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attn = torch.zeros((len(rows), width), dtype=torch.long)
     labels = torch.full((len(rows), width), -100, dtype=torch.long)
@@ -185,7 +185,7 @@ def _answer_loss(
     target = labels[:, 1:]
     keep = target != -100
     rows, wanted = hidden[:, :-1][keep], target[keep]
-    extra = -len(rows) % multiple
+    extra = round_up(len(rows), multiple) - len(rows)
     if extra:
         rows = F.pad(rows, (0, 0, 0, extra))
         wanted = F.pad(wanted, (0, extra), value=-100)
@@ -330,7 +330,9 @@ def pretrain(
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             if step < n_text:
                 lr = _lr_at(step, text_lr)
-                loss = _text_loss(model, [text_rows[i] for i in warm_stream.batch(step)], pad_id, multiple)
+                loss = _text_loss(
+                    model, [text_rows[i] for i in warm_stream.batch(step)], pad_id, multiple, rows_multiple
+                )
             else:
                 istep = step - n_text
                 lr = _lr_at(istep, settings)
@@ -344,7 +346,11 @@ def pretrain(
                     loss = loss + settings.part_loss * probe.loss(image, parts.labels[images])
                 if mix:
                     loss = loss + _text_loss(
-                        model, [text_rows[i] for i in mix_stream.batch(istep)], pad_id, multiple
+                        model,
+                        [text_rows[i] for i in mix_stream.batch(istep)],
+                        pad_id,
+                        multiple,
+                        rows_multiple,
                     )
         for group in opt.param_groups:
             group["lr"] = lr
@@ -384,8 +390,12 @@ class _Stream:
 
 
 def _text_loss(
-    model: Any, rows: Sequence[tuple[list[int], int]], pad_id: int, multiple: int = 1
+    model: Any,
+    rows: Sequence[tuple[list[int], int]],
+    pad_id: int,
+    multiple: int = 1,
+    rows_multiple: int = 1,
 ) -> torch.Tensor:
-    """Answer-token loss of text-only rows through the decoder (no image)."""
+    """Answer-token loss of text-only rows through the decoder (no image); multiples as ``pretrain``."""
     ids, attn, labels = collate(rows, pad_id, multiple)
-    return _answer_loss(model, model.get_input_embeddings()(ids), attn, labels, 4 * multiple)
+    return _answer_loss(model, model.get_input_embeddings()(ids), attn, labels, rows_multiple)

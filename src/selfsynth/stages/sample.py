@@ -26,7 +26,7 @@ from selfsynth.runs import Stage, chunk_seed, stage_fp
 from selfsynth.stages.context import Context
 from selfsynth.stages.contrastive import negatives, rs_score, rs_scores
 from selfsynth.stages.synthesize import draw_questions, label_only
-from selfsynth.text import drop_repeated_items, label_in, names_label, repeated_phrase
+from selfsynth.text import label_in, names_label, repeated_phrase, without_repeats
 
 __all__ = ["rs_score", "rs_scores", "run_sample", "FALLBACK_QUESTION"]
 log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ def accept(rows: list[dict[str, Any]], method: str, fallback: str, avoid_repeats
 
     With ``avoid_repeats``, a candidate that repeats a phrase (``text.repeated_phrase``) is taken
     only when every candidate naming the label does, and then loses its repeated list items
-    (``text.drop_repeated_items``): the contrastive score alone favours an answer that repeats
+    (``text.without_repeats``): the contrastive score alone favours an answer that repeats
     the concept closest to Z*, and the next round learns the repetition.
     """
     out: list[QA] = []
@@ -146,8 +146,8 @@ def accept(rows: list[dict[str, Any]], method: str, fallback: str, avoid_repeats
             best = max((fresh if avoid_repeats and fresh else good), key=lambda j: (r["scores"][j], -j))
             answer = r["candidates"][best]
             if avoid_repeats and not fresh:  # every candidate repeats: drop the repeated list items
-                fixed = drop_repeated_items(answer)
-                if label_in(fixed, r["label"]) and not repeated_phrase(fixed, (r["label"],)):
+                fixed = without_repeats(answer, r["label"])
+                if fixed is not None and label_in(fixed, r["label"]):
                     answer = fixed
             out.append(
                 QA(

@@ -28,7 +28,7 @@ from selfsynth.prompts import concept_prompt
 from selfsynth.records import QA, Example
 from selfsynth.runs import Stage, chunk_seed, stage_fp
 from selfsynth.stages.context import Context
-from selfsynth.text import drop_repeated_items, names_label, repeated_phrase
+from selfsynth.text import names_label, repeated_phrase, without_repeats
 
 log = logging.getLogger(__name__)
 KINDS = ("simple", "explain", "cot")
@@ -65,16 +65,15 @@ def pick_answer(
     """(answer, names the label, was repaired): the first naming the label, preferring no repeats.
 
     With ``avoid_repeats``, an answer that still repeats a phrase loses its repeated list items
-    (``text.drop_repeated_items``) when what remains names the label and repeats nothing.
+    (``text.without_repeats``) when what remains names the label and repeats nothing.
     """
     named = [names_label(a, label, labels) for a in answers]
     repeats = [avoid_repeats and repeated_phrase(a, (label,)) for a in answers]
     best = min(range(len(answers)), key=lambda j: (not named[j], repeats[j], j))
     answer = answers[best]
-    if repeats[best]:
-        fixed = drop_repeated_items(answer)
-        if names_label(fixed, label, labels) == named[best] and not repeated_phrase(fixed, (label,)):
-            return fixed, named[best], True
+    fixed = without_repeats(answer, label) if repeats[best] else None
+    if fixed is not None and names_label(fixed, label, labels) == named[best]:
+        return fixed, named[best], True
     return answer, named[best], False
 
 
