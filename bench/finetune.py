@@ -8,8 +8,13 @@ causal-LM loss that projects every position onto the vocabulary spends that work
 It also times fp32 steps against bf16 autocast (``finetune.cpu_precision``), which pays on CPUs
 with native bf16 matmuls (AVX512-BF16 / AMX) and is left out elsewhere.
 
+With ``--data`` (a round's ``finetune/train.jsonl``: answers of mixed lengths) it times, instead,
+batches grouped by length (``finetune.group_by_length``) against plain random batches, and prints
+the share of padding in each.
+
     .venv/bin/python bench/finetune.py                 # a random tiny LLaVA (144 image tokens)
     .venv/bin/python bench/finetune.py --model DIR     # any local image-text-to-text model
+    .venv/bin/python bench/finetune.py --model BASE --data RUN/round_2/finetune/train.jsonl
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from PIL import Image  # noqa: E402
 from tiny_models import build_llava, make_images  # noqa: E402
 
 from selfsynth.config import FinetuneConfig  # noqa: E402
@@ -67,19 +73,66 @@ def time_loss(vlm: VLM, batch: dict[str, torch.Tensor], repeats: int, full: bool
     return best
 
 
-def time_steps(path: str, examples: list[QA], cfg: FinetuneConfig, steps: int) -> float:
+def time_steps(
+    path: str, examples: list[QA], cfg: FinetuneConfig, steps: int, cache_dir: str | None = None
+) -> float:
     """Seconds per ``train_lora`` step; a one-step run first warms torch up.
 
     Each timed run loads the model afresh, so its first pass over the images fills the feature
     cache: both dropout settings pay that alike.
     """
-    vlm = VLM.load(path, feature_cache=True)
+    vlm = VLM.load(path, feature_cache=True, feature_cache_dir=cache_dir)
     with tempfile.TemporaryDirectory() as out:
         vlm.train_lora(examples, cfg, out, progress=False, max_steps=1, checkpoint_every=0)
-    vlm = VLM.load(path, feature_cache=True)
+    vlm = VLM.load(path, feature_cache=True, feature_cache_dir=cache_dir)
     with tempfile.TemporaryDirectory() as out:
         summary = vlm.train_lora(examples, cfg, out, progress=False, max_steps=steps, checkpoint_every=0)
     return summary["seconds"] / max(1, summary["steps"])
+
+
+def padding_share(vlm: VLM, examples: list[QA], cfg: FinetuneConfig, steps: int) -> float:
+    """Share of the padded batch positions that are padding, over ``steps`` steps of the stream."""
+    from selfsynth.models.sft import _plan, _stream, example_lengths
+
+    n_steps, _, global_batch = _plan(len(examples), cfg, 1, cfg.micro_batch_size)
+    lengths = example_lengths(examples) if cfg.group_by_length else None
+    order = _stream(len(examples), min(steps, n_steps), global_batch, 0, lengths)
+    blank = Image.new("RGB", (64, 64))
+    tokens = []
+    for e in examples:
+        b = batch_for(vlm, [blank], [e.question], [e.answer])
+        tokens.append(int(b["input_ids"].shape[1]))
+    used = padded = 0
+    for lo in range(0, len(order), global_batch):
+        chunk = [tokens[i] for i in order[lo : lo + global_batch]]
+        used += sum(chunk)
+        padded += max(chunk) * len(chunk)
+    return 1 - used / padded
+
+
+def grouping(path: str, data: str, steps: int, cfg: FinetuneConfig) -> None:
+    """Grouped vs random batches on real training data: seconds per step and padding share."""
+    import json
+
+    rows = [json.loads(line) for line in Path(data).read_text(encoding="utf-8").splitlines() if line]
+    examples = [QA(r["id"], r["image"], r["question"], r["answer"], r.get("label", "")) for r in rows]
+    cfg = dataclasses.replace(cfg, epochs=4, lora_dropout=0.0, cpu_precision="auto")
+    with tempfile.TemporaryDirectory() as cache:
+        # encode every image once into an on-disk feature cache, so neither timing pays the tower
+        vlm = VLM.load(path, feature_cache=True, feature_cache_dir=cache)
+        distinct = sorted({e.image for e in examples})
+        vlm.generate(distinct, ["Describe the image."] * len(distinct), max_new_tokens=1, batch_size=64)
+        results = {}
+        for grouped in (False, True):
+            run = dataclasses.replace(cfg, group_by_length=grouped)
+            timed = time_steps(path, examples, run, steps, cache)
+            results[grouped] = (timed, padding_share(vlm, examples, run, steps))
+    (plain, plain_pad), (grp, grp_pad) = results[False], results[True]
+    print(
+        f"{len(examples)} examples, batch {cfg.batch_size}, {steps} steps: random batches {plain:.3f} s/step "
+        f"({plain_pad:.0%} padding), grouped by length {grp:.3f} s/step ({grp_pad:.0%} padding), "
+        f"ratio {plain / grp:.2f}x"
+    )
 
 
 def main() -> int:
@@ -90,8 +143,19 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--data", help="a train.jsonl of a run: also time length-grouped vs random batches")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.data:
+        if not args.model:
+            ap.error("--data needs --model (the model the data was made for)")
+        grouping(
+            args.model,
+            args.data,
+            args.steps,
+            FinetuneConfig(batch_size=args.batch, micro_batch_size=args.batch),
+        )
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         path = args.model or str(build_llava(Path(tmp) / "llava", image_size=96, patch_size=8))
         images = make_images(Path(tmp) / "images", args.images, size=96)

@@ -63,6 +63,8 @@ class ModelConfig:
     dtype: str = "auto"  # auto = bf16 on CUDA, fp32 on CPU
     device: str = "auto"
     feature_cache: bool = True  # encode each image once per run with the frozen vision tower
+    # auto = eager attention on CPU (1.5x faster LoRA steps on small models), library default on GPU
+    attention: str = "auto"
 
 
 @dataclass
@@ -135,6 +137,7 @@ class SynthesizeConfig:
 
 
 CPU_PRECISIONS = ("auto", "fp32", "bf16")  # finetune.cpu_precision and the base build's
+ATTENTIONS = ("auto", "eager", "sdpa", "flash_attention_2", "flex_attention")  # model.attention
 
 
 @dataclass
@@ -157,6 +160,9 @@ class FinetuneConfig:
         ""  # JSONL {image, question, answer} of general pairs; the world uses its own captions/VQA
     )
     max_length: int = 512
+    # Batches of examples of similar length (sorted inside windows of 16 global batches, batch
+    # order shuffled): less padding, same examples per epoch; false = plain random batches.
+    group_by_length: bool = True
     # On CPU: "auto" trains under bf16 autocast when the CPU has native bf16 matmuls (AVX512-BF16
     # or AMX; ~1.3x per step on the world's decoder), else fp32; "fp32" / "bf16" force it. On a
     # GPU the model's own dtype decides (bf16 / fp16 weights train under autocast).
@@ -218,6 +224,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "concepts.source": ("file", "openai", "hf"),
     "sample.negatives": ("class_rest", "all_rest", "all"),
     "finetune.cpu_precision": CPU_PRECISIONS,
+    "model.attention": ATTENTIONS,
     "sample.fallback": ("label", "drop"),
     "synthesize.fallback": ("label", "drop"),
 }

@@ -42,6 +42,8 @@ def test_choices_and_required():
         load_config(None, ["sample.negatives=class", "data.root=a", "model.path=b"])
     with pytest.raises(ConfigError, match="data.root is required"):
         load_config(None, ["model.path=b"])
+    with pytest.raises(ConfigError, match=r"model.attention='fast' is not one of"):
+        load_config(None, ["model.attention=fast", "data.root=a", "model.path=b"])
 
 
 def test_malformed_yaml_names_file_and_line(tmp_path):

@@ -137,6 +137,19 @@ def test_cpu_precision_auto_follows_the_cpu_and_rejects_unknown_values():
         cpu_bf16("half")
 
 
+def test_attention_auto_is_eager_on_cpu_and_default_on_gpu(root):
+    from selfsynth.models.devices import attention_for
+
+    assert attention_for("auto", torch.device("cpu")) == "eager"
+    assert attention_for("auto", torch.device("cuda")) is None
+    assert attention_for("sdpa", torch.device("cpu")) == "sdpa"
+    with pytest.raises(ConfigError, match="model.attention"):
+        attention_for("fast", torch.device("cpu"))
+    for kind in KINDS:  # every backend loads with the CPU choice
+        vlm = VLM.load(tiny_model(kind, root))
+        assert vlm.model.config.text_config._attn_implementation == "eager"
+
+
 @pytest.mark.parametrize("kind", ["llava", "qwen2vl"])
 def test_merge_reloads_with_identical_logits(tmp_path, root, examples, kind):
     from transformers import AutoModelForImageTextToText
@@ -235,3 +248,23 @@ def test_gradient_checkpointing_gives_the_same_steps(tmp_path, root, examples):
     ckpt = vlm.train_lora(examples, c, tmp_path / "b", progress=False, gradient_checkpointing=True)
     assert ckpt["loss_last"] == pytest.approx(plain["loss_last"], rel=1e-5)
     assert not vlm.model.get_base_model().is_activation_checkpointing  # generation runs without it
+
+
+def test_length_grouped_stream_keeps_examples_and_cuts_padding():
+    from selfsynth.models.sft import GROUP_WINDOW, _stream
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(20, 200, size=500)
+    plain = _stream(500, 60, 32, seed=3)
+    grouped = _stream(500, 60, 32, seed=3, lengths=lengths)
+    assert len(grouped) == len(plain) == 60 * 32
+    window = 32 * GROUP_WINDOW
+    for lo in range(0, len(plain), window):  # the same examples in the same part of training
+        assert sorted(plain[lo : lo + window]) == sorted(grouped[lo : lo + window])
+
+    def padded(order):
+        return sum(lengths[order[b : b + 32]].max() * 32 for b in range(0, len(order), 32))
+
+    assert padded(grouped) < 0.8 * padded(plain)
+    assert np.array_equal(grouped, _stream(500, 60, 32, seed=3, lengths=lengths))  # resumable
+    assert not np.array_equal(grouped, _stream(500, 60, 32, seed=4, lengths=lengths))

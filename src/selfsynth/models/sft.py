@@ -99,11 +99,43 @@ def _schedule(steps: int, warmup: int):
     return factor
 
 
-def _stream(n: int, steps: int, global_batch: int, seed: int) -> np.ndarray:
-    """Example indices for every step: seeded epoch permutations, concatenated."""
+GROUP_WINDOW = 16  # global batches whose examples are sorted by length together
+
+
+def _stream(
+    n: int, steps: int, global_batch: int, seed: int, lengths: np.ndarray | None = None
+) -> np.ndarray:
+    """Example indices for every step: seeded epoch permutations, concatenated.
+
+    With ``lengths``, each window of ``GROUP_WINDOW`` global batches of that stream is sorted by
+    length, cut into global batches, and the batches of the window are shuffled: the same
+    examples are seen in the same part of training, but a batch holds examples of similar length,
+    so little of it is padding (a third of the tokens with random batches of the world's mix).
+    Grouping is per global batch, so one process and N processes still compute the same gradient.
+    """
     need = steps * global_batch
     epochs = math.ceil(need / n)
-    return np.concatenate([np.random.default_rng([seed, e]).permutation(n) for e in range(epochs)])[:need]
+    order = np.concatenate([np.random.default_rng([seed, e]).permutation(n) for e in range(epochs)])[:need]
+    if lengths is None:
+        return order
+    window = global_batch * GROUP_WINDOW
+    out = []
+    for w, lo in enumerate(range(0, need, window)):
+        chunk = order[lo : lo + window]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches = [chunk[b : b + global_batch] for b in range(0, len(chunk), global_batch)]
+        perm = np.random.default_rng([seed, 1_000_003, w]).permutation(len(batches))
+        out.extend(batches[i] for i in perm)
+    return np.concatenate(out)
+
+
+def example_lengths(examples: list[Any]) -> np.ndarray:
+    """A model-independent length proxy for grouping: characters of question + answer.
+
+    Image tokens are the same for every example of a fixed-size model, and characters track
+    tokens closely enough to make batches of similar length without tokenising everything.
+    """
+    return np.array([len(e.question) + len(e.answer) for e in examples])
 
 
 def _plan(n: int, cfg: Any, world: int, micro: int) -> tuple[int, int, int]:
@@ -175,7 +207,8 @@ def train_lora(
         vlm.device = acc.device
     micro = micro_batch_size or cfg.micro_batch_size
     steps, accum, global_batch = _plan(len(examples), cfg, world, micro)
-    order = _stream(len(examples), steps, global_batch, seed)
+    lengths = example_lengths(examples) if cfg.group_by_length else None
+    order = _stream(len(examples), steps, global_batch, seed, lengths)
     torch.manual_seed(seed)  # LoRA A matrices start random: same seed, same start
     with quiet_peft():
         model = get_peft_model(vlm.model, lora_config(vlm.model, cfg))

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from selfsynth.errors import SelfsynthError
+from selfsynth.errors import ConfigError, SelfsynthError
 from selfsynth.models.chat import (
     ImageLike,
     build_messages,
@@ -29,7 +29,7 @@ from selfsynth.models.chat import (
     render,
 )
 from selfsynth.models.decode import decode, uniforms
-from selfsynth.models.devices import resolve_device, resolve_dtype
+from selfsynth.models.devices import attention_for, resolve_device, resolve_dtype
 from selfsynth.models.features import CachedTower, FeatureCache, find_tower, install_feature_cache
 
 log = logging.getLogger(__name__)
@@ -90,8 +90,13 @@ class VLM:
         feature_cache_dir: str | Path | None = None,
         feature_cache_bytes: int = 1 << 30,
         adapter: str | Path | None = None,
+        attention: str = "auto",
     ) -> VLM:
-        """Load a local model directory (optionally with a LoRA adapter on top); never touches a hub."""
+        """Load a local model directory (optionally with a LoRA adapter on top); never touches a hub.
+
+        ``attention``: "auto" (eager on CPU, the library default elsewhere; see
+        ``devices.attention_for``) or an implementation name transformers knows.
+        """
         from transformers import AutoConfig, AutoModelForImageTextToText
         from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
@@ -101,6 +106,7 @@ class VLM:
         p = check_model_dir(path)
         dev = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, dev)
+        attn = attention_for(attention, dev)
         try:
             config = AutoConfig.from_pretrained(p)
         except (ValueError, OSError) as e:
@@ -113,8 +119,14 @@ class VLM:
         if not known and getattr(config, "vision_config", None) is None:
             raise not_vlm  # checked first: transformers' own error imports every model config (seconds)
         try:
-            model = AutoModelForImageTextToText.from_pretrained(p, config=config, dtype=torch_dtype)
-        except ValueError:
+            extra = {"attn_implementation": attn} if attn else {}
+            model = AutoModelForImageTextToText.from_pretrained(p, config=config, dtype=torch_dtype, **extra)
+        except ValueError as e:
+            if attn and "attention" in str(e).lower():
+                raise ConfigError(
+                    f"{p}: this model cannot load with model.attention={attention!r} ({e}); "
+                    "use model.attention=auto"
+                ) from None
             raise not_vlm from None
         model.to(dev).eval()
         found = find_tower(model)

@@ -59,6 +59,7 @@ class Context:
             device=self.cfg.model.device,
             feature_cache=self.cfg.model.feature_cache,
             feature_cache_dir=self.cache_dir / "features" if self.cfg.model.feature_cache else None,
+            attention=self.cfg.model.attention,
         )
         self._vlm_path = path
         return self._vlm
