@@ -18,6 +18,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from selfsynth.errors import DataError, SelfsynthError
+from selfsynth.models import pixel_memo
 from selfsynth.models.devices import round_up
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,8 @@ def encode(
     """
     texts = prompts if answers is None else [p + a for p, a in zip(prompts, answers, strict=True)]
     kw = _text_kwargs(processor, texts)
-    enc = processor(images=[[im] for im in images], text=texts, padding=True, return_tensors="pt", **kw)
+    with pixel_memo.use(processor):
+        enc = processor(images=[[im] for im in images], text=texts, padding=True, return_tensors="pt", **kw)
     ids, mask = enc["input_ids"], enc["attention_mask"].bool()
     seq_keys = [
         k for k, v in enc.items() if torch.is_tensor(v) and v.shape == ids.shape and k != "attention_mask"

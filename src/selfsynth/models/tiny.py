@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 MANIFEST = "build_manifest.json"
 # Bump when a code change alters what a build produces, so cached builds are not reused.
-BUILD_VERSION = 8
+BUILD_VERSION = 7
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
@@ -280,7 +280,6 @@ def _build(out: Path, work: Path, s: BaseSettings) -> dict[str, Any]:
     timings["tokenizer_s"] = round(time.time() - t, 1)
 
     model = build_architecture(tokenizer, s)
-    model.set_attn_implementation("eager")  # the build trains on CPU: see devices.attention_for
     processor = build_processor(tokenizer, s.tower_size, model.config.vision_config.patch_size)
     records = base_data.load_records(world)
 

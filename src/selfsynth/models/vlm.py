@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from selfsynth.errors import ConfigError, SelfsynthError
+from selfsynth.models import pixel_memo
 from selfsynth.models.chat import (
     ImageLike,
     build_messages,
@@ -91,11 +92,13 @@ class VLM:
         feature_cache_bytes: int = 1 << 30,
         adapter: str | Path | None = None,
         attention: str = "auto",
+        pixel_memo_bytes: int = 1 << 30,
     ) -> VLM:
         """Load a local model directory (optionally with a LoRA adapter on top); never touches a hub.
 
         ``attention``: "auto" (eager on CPU, the library default elsewhere; see
         ``devices.attention_for``) or an implementation name transformers knows.
+        ``pixel_memo_bytes``: processed images kept per model load (``pixel_memo``; 0: none).
         """
         from transformers import AutoConfig, AutoModelForImageTextToText
         from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
@@ -133,6 +136,8 @@ class VLM:
         if found is not None:
             found[1].requires_grad_(False)  # the vision tower is frozen in every stage
         processor = load_processor(p)
+        if pixel_memo_bytes > 0:
+            pixel_memo.attach(processor, pixel_memo_bytes)
         cache = tower = None
         if feature_cache:
             cache = FeatureCache(max_bytes=feature_cache_bytes, disk_dir=feature_cache_dir)
