@@ -178,7 +178,7 @@ class SampleConfig:
     max_new_tokens: int = 196
     batch_size: int = 16
     negatives: str = "class_rest"  # class_rest (poster) | all_rest | all (reference bug)
-    fallback: str = "label"  # label | drop
+    fallback: str = "label"  # label | drop | synth (the image's round-1 pair, else label)
     avoid_repeats: bool = True  # among candidates naming the label, prefer those repeating no phrase
     no_repeat_ngram: int = 0  # as synthesize.no_repeat_ngram
 
@@ -225,7 +225,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "sample.negatives": ("class_rest", "all_rest", "all"),
     "finetune.cpu_precision": CPU_PRECISIONS,
     "model.attention": ATTENTIONS,
-    "sample.fallback": ("label", "drop"),
+    "sample.fallback": ("label", "drop", "synth"),
     "synthesize.fallback": ("label", "drop"),
 }
 _REQUIRED = ("data.root", "model.path")

@@ -77,14 +77,16 @@ def run(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True) -> dict[s
         descriptions, describe_fp = run_describe(ctx, base, base_fp + data_fp)
         selected, select_fp = run_select(ctx, bank, descriptions, concepts_fp, describe_fp)
     model, model_fp = base, base_fp
+    first_pairs: list = []  # round 1's pairs: sample.fallback=synth falls back on them
     for rnd in range(1, rounds_for(cfg) + 1):
         if rnd == 1:
             pairs, data_stage_fp = run_synthesize(
                 ctx, base, selected, bank, base_fp, data_fp, concepts_fp, select_fp
             )
+            first_pairs = pairs
         else:
             pairs, data_stage_fp = run_sample(
-                ctx, rnd, model, selected, bank, model_fp, concepts_fp, select_fp
+                ctx, rnd, model, selected, bank, model_fp, concepts_fp, select_fp, first_round=first_pairs
             )
         ctx.release_vlm()
         model, model_fp = run_finetune(ctx, rnd, model, pairs, data_stage_fp, model_fp)

@@ -62,6 +62,22 @@ def test_fallback_label_and_drop():
     assert accept([r], "ours", "drop") == []
 
 
+def test_fallback_synth_takes_the_images_round_one_pair():
+    from selfsynth.records import QA
+
+    first = [
+        QA("x#0", "/i.png", "What is it? Explain.", "This is a Tern. It has a black cap.", "Tern", "explain"),
+        QA("y#1", "/j.png", "What is this?", "This is an image of Gull.", "Gull", "fallback"),
+    ]
+    (qa,) = accept([row(["a", "b"], [False, False], [1.0, 2.0])], "ours", "synth", first_round=first)
+    assert (qa.question, qa.answer, qa.kind) == (first[0].question, first[0].answer, "fallback")
+    other = {**row(["a"], [False], [1.0], label="Gull"), "id": "y#3", "image_id": "y"}
+    (qa,) = accept([other], "ours", "synth", first_round=first)  # no round-1 answer: the label
+    assert (qa.question, qa.answer) == (FALLBACK_QUESTION, "This is an image of Gull.")
+    good = row(["This is a Tern."], [True], [1.0])
+    assert accept([good], "ours", "synth", first_round=first)[0].answer == "This is a Tern."
+
+
 def test_nofilter_keeps_first_sample():
     r = row(["a", "b"], [False, True], [1.0, 2.0])
     (qa,) = accept([r], "nofilter", "label")

@@ -6,8 +6,11 @@ with ``rs_score`` (method.md step 6); per question the best candidate that names
 (filter, then argmax) becomes training data. Negatives are a setting: ``class_rest`` (Z_c minus
 Z*, the poster), ``all_rest`` or ``all`` (the reference code's bug, for ablation). When no
 candidate names the label, ``fallback=label`` stores ("what is this?", "This is an image of
-{label}.") and ``fallback=drop`` drops the question. ``method=nofilter`` keeps the first sample of
-each question as is (the no-filtering ablation).
+{label}.") and ``fallback=drop`` drops the question. ``fallback=synth`` (an extension) takes the
+image's round-1 synthesized pair instead, where there is one: the images the model still gets
+wrong are the ones where a bare label teaches least, and the round-1 answer cites the expert
+concepts seen in that image (Z*). ``method=nofilter`` keeps the first sample of each question as
+is (the no-filtering ablation).
 """
 
 from __future__ import annotations
@@ -40,7 +43,9 @@ def run_sample(
     selected: dict[str, list[str]],
     bank: dict[str, list[str]],
     *inputs_fp: str,
+    first_round: Sequence[QA] = (),
 ) -> tuple[list[QA], str]:
+    """Rejection-sample round ``rnd``'s pairs; ``first_round`` (round 1's pairs) feeds ``fallback=synth``."""
     cfg = ctx.cfg.sample
     method = ctx.cfg.method
     fp = stage_fp(
@@ -113,7 +118,7 @@ def run_sample(
     rows = stage.chunks(
         ctx.train, ctx.cfg.chunk_size, work, desc=f"sample r{rnd}", progress=ctx.progress and not done
     )
-    accepted = accept(rows, method, cfg.fallback, cfg.avoid_repeats)
+    accepted = accept(rows, method, cfg.fallback, cfg.avoid_repeats, first_round)
     if not done:
         write_jsonl(stage.dir / "accepted.jsonl", [a.to_dict() for a in accepted])
         n_fb = sum(a.kind == "fallback" for a in accepted)
@@ -127,7 +132,13 @@ def run_sample(
     return accepted, fp
 
 
-def accept(rows: list[dict[str, Any]], method: str, fallback: str, avoid_repeats: bool = False) -> list[QA]:
+def accept(
+    rows: list[dict[str, Any]],
+    method: str,
+    fallback: str,
+    avoid_repeats: bool = False,
+    first_round: Sequence[QA] = (),
+) -> list[QA]:
     """Per question: filter candidates naming the label, then take the highest score.
 
     With ``avoid_repeats``, a candidate that repeats a phrase (``text.repeated_phrase``) is taken
@@ -136,6 +147,7 @@ def accept(rows: list[dict[str, Any]], method: str, fallback: str, avoid_repeats
     the concept closest to Z*, and the next round learns the repetition.
     """
     out: list[QA] = []
+    earlier = _first_pairs(first_round) if fallback == "synth" else {}
     for r in rows:
         if method == "nofilter":
             out.append(QA(r["id"], r["image"], r["question"], r["candidates"][0], r["label"], r["kind"]))
@@ -160,8 +172,24 @@ def accept(rows: list[dict[str, Any]], method: str, fallback: str, avoid_repeats
                     meta={"score": r["scores"][best]},
                 )
             )
-        elif fallback == "label":
+        elif fallback == "synth" and _image_id(r) in earlier:
+            first = earlier[_image_id(r)]
+            out.append(QA(r["id"], r["image"], first.question, first.answer, r["label"], "fallback"))
+        elif fallback in ("label", "synth"):
             out.append(
                 QA(r["id"], r["image"], FALLBACK_QUESTION, label_only(r["label"]), r["label"], "fallback")
             )
+    return out
+
+
+def _image_id(row: dict[str, Any]) -> str:
+    return row.get("image_id") or row["id"].split("#", 1)[0]
+
+
+def _first_pairs(pairs: Sequence[QA]) -> dict[str, QA]:
+    """Round 1's first pair per image that names its label (label-only fallbacks are not kept)."""
+    out: dict[str, QA] = {}
+    for q in pairs:
+        if q.kind != "fallback":
+            out.setdefault(q.id.split("#", 1)[0], q)
     return out
