@@ -192,6 +192,17 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, root, examples):
     assert done == rest  # a finished run is not trained again
 
 
+def test_checkpoint_of_another_batch_order_is_not_resumed(tmp_path, root, examples, caplog):
+    path = tiny_model("llava", root)
+    c = cfg(epochs=4.0, batch_size=3, micro_batch_size=3, group_by_length=True)
+    VLM.load(path).train_lora(examples, c, tmp_path, progress=False, checkpoint_every=3, max_steps=5)
+    c2 = cfg(epochs=4.0, batch_size=3, micro_batch_size=3, group_by_length=False)
+    with caplog.at_level("WARNING"):
+        out = VLM.load(path).train_lora(examples, c2, tmp_path, progress=False, resume=True)
+    assert "starting over" in caplog.text
+    assert out["steps"] == 8  # all eight steps were trained again, in the ungrouped order
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_token_loss_matches_transformers_loss(root, examples, kind):
     # token_loss projects only from the first supervised position on: the same loss, less work

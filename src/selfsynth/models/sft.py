@@ -209,6 +209,7 @@ def train_lora(
     steps, accum, global_batch = _plan(len(examples), cfg, world, micro)
     lengths = example_lengths(examples) if cfg.group_by_length else None
     order = _stream(len(examples), steps, global_batch, seed, lengths)
+    plan = _fingerprint(steps, global_batch, len(examples), seed, lengths is not None)
     torch.manual_seed(seed)  # LoRA A matrices start random: same seed, same start
     with quiet_peft():
         model = get_peft_model(vlm.model, lora_config(vlm.model, cfg))
@@ -225,7 +226,7 @@ def train_lora(
     ckpt = out / "checkpoint"
     start, log_rows = 0, []
     if resume and (ckpt / "state.json").is_file():
-        start, log_rows = _load_checkpoint(ckpt, model, opt, sched, steps, global_batch, len(examples), seed)
+        start, log_rows = _load_checkpoint(ckpt, model, opt, sched, plan)
     model, opt = acc.prepare(model, opt)
     _train_mode(vlm, model)
     if acc.is_main_process:
@@ -262,12 +263,10 @@ def train_lora(
                 with open(out / "train_log.jsonl", "a", encoding="utf-8") as f:
                     f.write(json.dumps(row) + "\n")
             if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
-                _save_checkpoint(
-                    acc, ckpt, model, opt, sched, step + 1, steps, global_batch, len(examples), seed
-                )
+                _save_checkpoint(acc, ckpt, model, opt, sched, step + 1, plan)
     acc.wait_for_everyone()
     if stop < steps:  # stopped early on purpose: leave a checkpoint to resume from
-        _save_checkpoint(acc, ckpt, model, opt, sched, stop, steps, global_batch, len(examples), seed)
+        _save_checkpoint(acc, ckpt, model, opt, sched, stop, plan)
     peft_model = acc.unwrap_model(model)
     if checkpointing:
         peft_model.get_base_model().activation_checkpointing_disable()
@@ -358,8 +357,15 @@ def _micro_batch(
     )
 
 
-def _fingerprint(steps: int, global_batch: int, n: int, seed: int) -> dict[str, int]:
-    return {"steps": steps, "global_batch": global_batch, "examples": n, "seed": seed}
+def _fingerprint(steps: int, global_batch: int, n: int, seed: int, grouped: bool) -> dict[str, int]:
+    """What a checkpoint's step count means: the same stream of batches only under these."""
+    return {
+        "steps": steps,
+        "global_batch": global_batch,
+        "examples": n,
+        "seed": seed,
+        "grouped": int(grouped),
+    }
 
 
 def _save_checkpoint(
@@ -369,10 +375,7 @@ def _save_checkpoint(
     opt: Any,
     sched: Any,
     step: int,
-    steps: int,
-    global_batch: int,
-    n: int,
-    seed: int,
+    plan: dict[str, int],
 ) -> None:
     if acc.is_main_process:
         tmp = ckpt.with_name(ckpt.name + ".tmp")
@@ -384,25 +387,25 @@ def _save_checkpoint(
             tmp / "state.json",
             {
                 "step": step,
-                **_fingerprint(steps, global_batch, n, seed),
+                **plan,
                 "log": [json.loads(r) for r in rows if r.strip()],
             },
         )
         shutil.rmtree(ckpt, ignore_errors=True)
         tmp.rename(ckpt)
-        log.info("checkpoint at step %d/%d in %s", step, steps, ckpt)
+        log.info("checkpoint at step %d/%d in %s", step, plan["steps"], ckpt)
     acc.wait_for_everyone()
 
 
 def _load_checkpoint(
-    ckpt: Path, model: Any, opt: Any, sched: Any, steps: int, global_batch: int, n: int, seed: int
+    ckpt: Path, model: Any, opt: Any, sched: Any, plan: dict[str, int]
 ) -> tuple[int, list[dict[str, Any]]]:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
     state = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
-    want = _fingerprint(steps, global_batch, n, seed)
-    if {k: state.get(k) for k in want} != want:
+    want = plan
+    if {k: state.get(k, 0 if k == "grouped" else None) for k in want} != want:
         log.warning(
             "checkpoint %s was made for %s, not %s; starting over",
             ckpt,
@@ -414,5 +417,5 @@ def _load_checkpoint(
     blob = torch.load(ckpt / "optim.pt", map_location="cpu", weights_only=False)
     opt.load_state_dict(blob["optimizer"])
     sched.load_state_dict(blob["scheduler"])
-    log.info("resuming from step %d/%d", state["step"], steps)
+    log.info("resuming from step %d/%d", state["step"], plan["steps"])
     return int(state["step"]), [r for r in state["log"] if r["step"] <= state["step"]]
