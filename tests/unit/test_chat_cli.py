@@ -125,3 +125,37 @@ def test_missing_model_dir_is_exit_2(tmp_path, capsys):
     Image.new("RGB", (8, 8)).save(image)
     assert main(["chat", str(tmp_path / "nowhere"), "--image", str(image)]) == 2
     assert "model directory not found" in capsys.readouterr().err
+
+
+def test_no_repeat_ngram_reaches_the_model_with_the_banks_class_names(tmp_path, monkeypatch, capsys):
+    image = make_images(tmp_path / "images", 1)[0]
+    bank = tmp_path / "concepts.json"
+    bank.write_text(json.dumps({"Tern": ["black cap"], "Gull": ["grey wings"]}))
+    fake = Scripted(["This is a Tern. It has a black cap."])
+    args = _args("m", "--image", str(image), "--json", "--concepts", str(bank), "--no-repeat-ngram", "3")
+    assert chat_cmd.run(args, vlm=fake) == 0
+    kw = fake.seen[0][2]
+    assert kw["no_repeat_ngram"] == 3 and sorted(kw["allow_repeats"]) == ["Gull", "Tern"]
+    plain = Scripted(["x"])
+    assert chat_cmd.run(_args("m", "--image", str(image), "--json", "--concepts", str(bank)), vlm=plain) == 0
+    assert "no_repeat_ngram" not in plain.seen[0][2]  # off unless asked for
+    capsys.readouterr()
+    assert main(["chat", "m", "--image", str(image), "--no-repeat-ngram", "-1"]) == 2
+    assert "--no-repeat-ngram >= 0" in capsys.readouterr().err
+
+
+def test_vlm_chat_turns_class_names_into_exempt_token_pairs(model, monkeypatch):
+    from selfsynth.models.vlm import VLM
+
+    model_dir, image = model
+    vlm = VLM.load(model_dir)
+    seen = {}
+    real = vlm._run
+    monkeypatch.setattr(vlm, "_run", lambda *a, **kw: seen.update(kw) or real(*a, **kw))
+    turn = [{"role": "user", "content": "describe the image ."}]
+    out = vlm.chat(image, turn, max_new_tokens=8, no_repeat_ngram=2, allow_repeats=["red finch"])
+    assert isinstance(out, str) and seen["no_repeat_ngram"] == 2
+    assert seen["allowed_pairs"] == vlm._pairs(["red finch"]) and seen["allowed_pairs"]
+    seen.clear()
+    vlm.chat(image, turn, max_new_tokens=4, allow_repeats=["red finch"])  # no guard: no pairs
+    assert "allowed_pairs" not in seen

@@ -163,3 +163,20 @@ def test_the_window_is_waited_only_for_requests_on_their_way():
     rec.calls.clear()
     assert asyncio.run(_with(b, late())) == ["EARLY", "LATE"]
     assert [args[0] for _, args in rec.calls] == [["early", "late"]]  # waited for it: one call
+
+
+def test_server_wide_settings_reach_every_call():
+    rec = Recorder()
+    guard = {"no_repeat_ngram": 3, "allow_repeats": ["Tern"]}
+    b = Batcher(rec, max_batch=8, wait_ms=20, extra=guard)
+
+    async def go():
+        one = b.submit(IMG, _turn("q"), GenParams())
+        two = b.submit(IMG, [*_turn("a"), {"role": "assistant", "content": "b"}, *_turn("c")], GenParams())
+        return await asyncio.gather(one, two)
+
+    asyncio.run(_with(b, go()))
+    kinds = sorted(kind for kind, _ in rec.calls)
+    assert kinds == ["chat", "generate"]
+    for _, (_, kw) in rec.calls:
+        assert kw["no_repeat_ngram"] == 3 and kw["allow_repeats"] == ["Tern"]

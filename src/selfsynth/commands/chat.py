@@ -34,6 +34,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--no-repeat-ngram",
+        type=int,
+        default=0,
+        metavar="N",
+        help="never repeat a run of N generated tokens (class names excepted; 3 suits the world's models)",
+    )
     p.add_argument("--dtype", default="auto")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=run)
@@ -82,8 +89,10 @@ def run(args: argparse.Namespace, vlm=None) -> int:
     from selfsynth.errors import ConfigError
     from selfsynth.serve.evidence import EvidenceFinder, locate_concepts
 
-    if args.max_new_tokens < 1 or args.temperature < 0 or not 0 < args.top_p <= 1:
-        raise ConfigError("--max-new-tokens must be >= 1, --temperature >= 0 and --top-p in (0, 1]")
+    if args.max_new_tokens < 1 or args.temperature < 0 or not 0 < args.top_p <= 1 or args.no_repeat_ngram < 0:
+        raise ConfigError(
+            "--max-new-tokens must be >= 1, --temperature >= 0, --top-p in (0, 1] and --no-repeat-ngram >= 0"
+        )
     image = read_image(args.image)
     if not args.question.strip():
         raise ConfigError("--question is empty; ask something or leave it out for the default")
@@ -99,6 +108,8 @@ def run(args: argparse.Namespace, vlm=None) -> int:
         "top_p": args.top_p,
         "seed": args.seed,
     }
+    if args.no_repeat_ngram > 1:  # off by default: a plain call leaves the model's text as it is
+        gen.update(no_repeat_ngram=args.no_repeat_ngram, allow_repeats=list(bank))
     messages = [{"role": "user", "content": args.question}]
     answer = vlm.chat(image, messages, **gen)
     if args.json:

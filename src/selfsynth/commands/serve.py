@@ -36,6 +36,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-body-mb", type=float, default=10.0, help="largest request body")
     p.add_argument("--max-image-px", type=int, default=4096, help="longest image side accepted")
     p.add_argument("--max-new-tokens", type=int, default=256, help="largest max_tokens a request may ask for")
+    p.add_argument(
+        "--no-repeat-ngram",
+        type=int,
+        default=0,
+        metavar="N",
+        help="answers never repeat a run of N generated tokens (class names of the concept bank excepted)",
+    )
     p.add_argument("--dtype", default="auto")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=run)
@@ -61,6 +68,8 @@ def run(args: argparse.Namespace, backend=None) -> int:
 
     if args.max_batch < 1 or args.max_new_tokens < 1 or args.max_image_px < 1 or args.max_body_mb <= 0:
         raise ConfigError("--max-batch, --max-new-tokens, --max-image-px and --max-body-mb must be positive")
+    if args.no_repeat_ngram < 0:
+        raise ConfigError("--no-repeat-ngram must be >= 0 (0 = off)")
     if not 0 <= args.port < 65536:
         raise ConfigError(f"--port {args.port}: must be between 0 and 65535")
     bank, source = locate_concepts(args.model_dir, args.concepts)
@@ -89,6 +98,7 @@ def run(args: argparse.Namespace, backend=None) -> int:
         limits=limits,
         max_batch=args.max_batch,
         wait_ms=args.batch_wait_ms,
+        no_repeat_ngram=args.no_repeat_ngram,
     )
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning(

@@ -229,10 +229,22 @@ class VLM:
                 out.update(zip(ids, ids[1:], strict=False))
         return frozenset(out)
 
-    def chat(self, image: ImageLike, messages: list[dict[str, Any]], **gen_kwargs: Any) -> str:
-        """Answer a multi-turn conversation about ``image`` (the image goes in the first user turn)."""
+    def chat(
+        self,
+        image: ImageLike,
+        messages: list[dict[str, Any]],
+        *,
+        allow_repeats: Sequence[str] = (),
+        **gen_kwargs: Any,
+    ) -> str:
+        """Answer a multi-turn conversation about ``image`` (the image goes in the first user turn).
+
+        ``no_repeat_ngram`` and ``allow_repeats`` work as in ``generate``.
+        """
         prompt = render(self.processor, normalize_messages(messages))
         gen_kwargs.pop("n", None)
+        if gen_kwargs.get("no_repeat_ngram", 0) > 1 and allow_repeats:
+            gen_kwargs["allowed_pairs"] = self._pairs(allow_repeats)
         return self._run([image], [prompt], n=1, **gen_kwargs)[0][0]
 
     def _run(

@@ -68,10 +68,19 @@ class BatchStats:
 class Batcher:
     """Queue + worker task; ``await batcher.submit(...)`` returns the answer text."""
 
-    def __init__(self, backend: Backend, *, max_batch: int = 8, wait_ms: float = 5.0) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        max_batch: int = 8,
+        wait_ms: float = 5.0,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """``extra``: generation settings added to every call (the server's repeat guard)."""
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         self.backend, self.max_batch, self.wait_s = backend, max_batch, max(wait_ms, 0.0) / 1000
+        self.extra = dict(extra or {})
         self.stats = BatchStats()
         self._queue: asyncio.Queue[Job] | None = None
         self._task: asyncio.Task | None = None
@@ -172,7 +181,7 @@ class Batcher:
 
     def _run(self, jobs: list[Job]) -> list[str]:
         """On the model thread: one generate call for single-turn jobs, else one chat call."""
-        params = jobs[0].params.kwargs()
+        params = {**jobs[0].params.kwargs(), **self.extra}
         if len(jobs) == 1 and not jobs[0].single_turn:
             return [self.backend.chat(jobs[0].image, jobs[0].messages, **params)]
         out = self.backend.generate(

@@ -94,10 +94,20 @@ def create_app(
     limits: Limits | None = None,
     max_batch: int = 8,
     wait_ms: float = 5.0,
+    no_repeat_ngram: int = 0,
 ) -> FastAPI:
-    """The server around ``backend``; ``concepts`` ({label: [phrases]}) enables the evidence fields."""
+    """The server around ``backend``; ``concepts`` ({label: [phrases]}) enables the evidence fields.
+
+    ``no_repeat_ngram`` > 1 applies the repeat guard to every answer (the bank's class names may
+    repeat), as the world's recipe does in its own decoding.
+    """
     limits = limits or Limits()
-    batcher = Batcher(backend, max_batch=max_batch, wait_ms=wait_ms)
+    guard = (
+        {"no_repeat_ngram": no_repeat_ngram, "allow_repeats": list(concepts or {})}
+        if no_repeat_ngram > 1
+        else {}
+    )
+    batcher = Batcher(backend, max_batch=max_batch, wait_ms=wait_ms, extra=guard)
     finder = EvidenceFinder(concepts)
     count = _Counter(backend)
 
