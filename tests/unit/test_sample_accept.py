@@ -71,7 +71,7 @@ def test_fallback_synth_takes_the_images_round_one_pair():
     ]
     (qa,) = accept([row(["a", "b"], [False, False], [1.0, 2.0])], "ours", "synth", first_round=first)
     assert (qa.question, qa.answer, qa.kind) == (first[0].question, first[0].answer, "fallback")
-    other = {**row(["a"], [False], [1.0], label="Gull"), "id": "y#3", "image_id": "y"}
+    other = {**row(["a"], [False], [1.0], label="Gull"), "id": "y#3", "image": "/j.png"}
     (qa,) = accept([other], "ours", "synth", first_round=first)  # no round-1 answer: the label
     assert (qa.question, qa.answer) == (FALLBACK_QUESTION, "This is an image of Gull.")
     good = row(["This is a Tern."], [True], [1.0])

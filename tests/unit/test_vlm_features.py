@@ -1,4 +1,5 @@
-"""The frozen-tower feature cache: exact outputs, hit counting, disk store, tower identity, LRU bound."""
+"""The frozen-tower feature cache (exact outputs, hit counting, disk store, tower identity, LRU bound)
+and the pixel memo in front of it (the processor's own inputs, reuse per image, digests handed on)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import os
 
 import pytest
 import torch
+from PIL import Image
 from tiny_models import build_llava, make_images, tiny_model
 
+from selfsynth.models import features, pixel_memo
 from selfsynth.models.chat import open_image
 from selfsynth.models.features import FeatureCache
 from selfsynth.models.sft import batch_for
@@ -29,8 +32,12 @@ def images(root):
     return [str(p) for p in make_images(root / "images", 3)]
 
 
+def _batch(vlm, images):
+    return batch_for(vlm, [open_image(i) for i in images], Q, ["a bird", "a finch", "because"])
+
+
 def _logits(vlm, images):
-    b = batch_for(vlm, [open_image(i) for i in images], Q, ["a bird", "a finch", "because"])
+    b = _batch(vlm, images)
     with torch.no_grad():
         return vlm.model(**{k: v for k, v in b.items() if k != "labels"}).logits
 
@@ -127,3 +134,58 @@ def test_disk_records_roundtrip(tmp_path):
         and torch.equal(back["h"][1], torch.ones(2))
         and torch.equal(back["h"][2], shared)
     )
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_pixel_memo_gives_the_processors_own_inputs(root, images, kind):
+    path = tiny_model(kind, root)
+    plain = VLM.load(path, pixel_memo_bytes=0, feature_cache=False)
+    memo_vlm = VLM.load(path, feature_cache=False)
+    memo = pixel_memo.attach(memo_vlm.processor)
+    want = _batch(plain, images)
+    for order in (images, images[::-1], images):  # first call fills, later calls reuse
+        got = _batch(memo_vlm, order)
+        ref = _batch(plain, order)
+        assert got.keys() == ref.keys()
+        for k in ref:
+            assert torch.equal(got[k], ref[k]), k
+    assert want["input_ids"].shape == _batch(memo_vlm, images)["input_ids"].shape
+    if kind == "llava":  # one fixed-size row per image: memoised
+        assert memo.supported is True and memo.misses == 3 and memo.hits == 9
+    else:  # patch grids / image splitting: detected and left alone
+        assert memo.supported is False
+
+
+def test_cached_tower_takes_the_pixel_memos_digests(root, images, monkeypatch):
+    vlm = VLM.load(tiny_model("llava", root))
+    with torch.no_grad():
+        first = vlm.model(**{k: v for k, v in _batch(vlm, images).items() if k != "labels"}).logits
+    calls = []
+    real = features.tensor_digest
+    monkeypatch.setattr(features, "tensor_digest", lambda t: calls.append(t.shape) or real(t))
+    with torch.no_grad():
+        again = vlm.model(**{k: v for k, v in _batch(vlm, images).items() if k != "labels"}).logits
+    assert torch.equal(first, again)
+    assert vlm.features.hits == 3
+    assert not [s for s in calls if len(s) == 4]  # no pixel rows were hashed again
+    copy = _batch(vlm, images)
+    copy["pixel_values"] = copy["pixel_values"].clone()  # another tensor: hashed, not trusted
+    with torch.no_grad():
+        vlm.model(**{k: v for k, v in copy.items() if k != "labels"})
+    assert len([s for s in calls if len(s) == 4]) == 3
+
+
+def test_pixel_memo_changed_image_is_a_new_entry_and_memory_is_bounded(root, images):
+    vlm = VLM.load(tiny_model("llava", root), feature_cache=False)
+    memo = pixel_memo.attach(vlm.processor)
+    _batch(vlm, images)
+    stats = memo.rows.stats()
+    memo.rows.clear()
+    memo.rows.max_bytes = 2 * stats["bytes"] // stats["entries"]
+    got = _batch(vlm, images)  # three new rows, room for two: the oldest goes
+    assert memo.rows.stats()["entries"] == 2 and memo.rows.stats()["bytes"] <= memo.rows.max_bytes
+    assert got["pixel_values"].shape[0] == 3
+    im = open_image(images[0])
+    flipped = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    assert pixel_memo.image_digest(im) != pixel_memo.image_digest(flipped)
+    assert pixel_memo.image_digest(im) == pixel_memo.image_digest(open_image(images[0]))

@@ -23,6 +23,7 @@ import inspect
 import json
 import logging
 import os
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,8 +31,6 @@ from typing import Any
 
 import torch
 from torch import nn
-
-from selfsynth.models.pixel_memo import known_digests
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +52,27 @@ def tensor_digest(t: torch.Tensor) -> bytes:
     """
     t = t.detach().contiguous().cpu()
     return hashlib.sha1(memoryview(t.view(torch.uint8).numpy()), usedforsecurity=False).digest()[:16]
+
+
+_DIGESTS: list[tuple[weakref.ref[torch.Tensor], list[bytes]]] = []
+
+
+def remember_digests(pixels: torch.Tensor, digests: list[bytes]) -> None:
+    """Note the per-row ``tensor_digest`` of a ``pixel_values`` tensor (the pixel memo's batches).
+
+    Held by a weak reference to that very tensor object: a tensor that is not it (a copy, a
+    dtype or device move, a new tensor at a reused address) finds nothing and is hashed.
+    """
+    _DIGESTS[:] = [(r, d) for r, d in _DIGESTS if r() is not None][-7:]
+    _DIGESTS.append((weakref.ref(pixels), digests))
+
+
+def known_digests(pixels: torch.Tensor) -> list[bytes] | None:
+    """The digests noted for exactly this tensor object, if any."""
+    for ref, digests in reversed(_DIGESTS):
+        if ref() is pixels and len(digests) == pixels.shape[0]:
+            return digests
+    return None
 
 
 def tower_fingerprint(tower: nn.Module, extra: dict[str, Any] | None = None, skip: str = "") -> str:
@@ -313,7 +333,7 @@ class CachedTower:
             }
         static = {k: v for k, v in params.items() if k not in row_args}
         chunks = torch.split(pixels, sizes)
-        # rows that came from the pixel memo carry their digest (see pixel_memo.known_digests)
+        # rows that came from the pixel memo carry their digest (see known_digests)
         known = known_digests(pixels) if self.kind == "batch" else None
         keys = self._keys(chunks, row_args, static, known)
         recs: list[Record | None] = [self.cache.get(k) for k in keys]

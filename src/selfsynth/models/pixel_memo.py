@@ -6,7 +6,8 @@ seen in every earlier step, and another 0.04 s hashing the resulting pixels to l
 features up in the feature cache. ``PixelMemo`` keeps the image processor's output per image,
 keyed by a hash of the image itself (pixels, size and mode of the PIL image: 30 us for a 128-px
 image, and an augmented copy is a different image), together with the digest of the processed
-pixels, which ``features.CachedTower`` then takes instead of hashing again.
+pixels, which ``features.CachedTower`` then takes instead of hashing again
+(``features.remember_digests``).
 
 Only image processors that give one fixed-size ``pixel_values`` row per image (the LLaVA family,
 the embedded model) are memoised; others (Qwen2-VL's patch grids, Idefics3's image splitting)
@@ -18,13 +19,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import weakref
-from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 from PIL import Image
+
+from selfsynth.models.features import FeatureCache, Record, remember_digests, tensor_digest
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +41,10 @@ def image_digest(im: Image.Image) -> bytes:
 
 
 class PixelMemo:
-    """LRU of processed ``pixel_values`` rows (and their digests) for one processor."""
+    """Processed ``pixel_values`` rows (and their digests) for one processor, LRU-bounded in bytes."""
 
     def __init__(self, max_bytes: int = 1 << 30) -> None:
-        self.max_bytes = max_bytes
-        self.entries: OrderedDict[tuple[bytes, str], tuple[torch.Tensor, bytes]] = OrderedDict()
-        self.bytes = 0
+        self.rows = FeatureCache(max_bytes)  # the feature cache's byte-bounded LRU, in memory only
         self.hits = self.misses = 0
         self.supported: bool | None = None  # decided by the first call
 
@@ -54,9 +54,13 @@ class PixelMemo:
         if self.supported is False or flat is None or not flat:
             return inner(images, **kwargs)
         settings = repr(sorted(kwargs.items()))
-        keys = [(image_digest(im), settings) for im in flat]
-        got = {k: self._get(k) for k in keys if k in self.entries}  # held here: puts below may evict
-        missing: dict[tuple[bytes, str], int] = {}
+        keys = [f"{image_digest(im).hex()}:{settings}" for im in flat]
+        got: dict[str, Record] = {}  # held here: puts below may evict
+        for k in keys:
+            rec = got.get(k) or self.rows.get(k)
+            if rec is not None:
+                got[k] = rec
+        missing: dict[str, int] = {}
         for i, k in enumerate(keys):
             if k not in got and k not in missing:
                 missing[k] = i
@@ -71,14 +75,18 @@ class PixelMemo:
                 return inner(images, **kwargs)
             self.supported = True
             for k, row in zip(missing, rows, strict=True):
-                got[k] = self._put(k, row)
+                got[k] = {
+                    "pixel_values": row,
+                    "digest": torch.frombuffer(bytearray(tensor_digest(row)), dtype=torch.uint8),
+                }
+                self.rows.put(k, got[k])
             if len(missing) == len(keys):  # nothing reused: hand back the processor's own output
-                remember_digests(out["pixel_values"], [got[k][1] for k in keys])
+                remember_digests(out["pixel_values"], [_digest(got[k]) for k in keys])
                 return out
         from transformers import BatchFeature
 
-        pixels = torch.stack([got[k][0] for k in keys])
-        remember_digests(pixels, [got[k][1] for k in keys])
+        pixels = torch.stack([got[k]["pixel_values"] for k in keys])
+        remember_digests(pixels, [_digest(got[k]) for k in keys])
         return BatchFeature({"pixel_values": pixels})
 
     @staticmethod
@@ -92,22 +100,9 @@ class PixelMemo:
             return None
         return [pixels[i].clone() for i in range(n)]
 
-    def _put(self, key: tuple[bytes, str], row: torch.Tensor) -> tuple[torch.Tensor, bytes]:
-        from selfsynth.models.features import tensor_digest
 
-        entry = (row, tensor_digest(row))
-        size = row.numel() * row.element_size()
-        if size <= self.max_bytes:
-            self.entries[key] = entry
-            self.bytes += size
-            while self.bytes > self.max_bytes:
-                _, (old, _) = self.entries.popitem(last=False)
-                self.bytes -= old.numel() * old.element_size()
-        return entry
-
-    def _get(self, key: tuple[bytes, str]) -> tuple[torch.Tensor, bytes]:
-        self.entries.move_to_end(key)
-        return self.entries[key]
+def _digest(rec: Record) -> bytes:
+    return rec["digest"].numpy().tobytes()
 
 
 def _flat_images(images: Any) -> list[Image.Image] | None:
@@ -164,24 +159,3 @@ class _Routed:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
-
-
-_DIGESTS: list[tuple[weakref.ref[torch.Tensor], list[bytes]]] = []
-
-
-def remember_digests(pixels: torch.Tensor, digests: list[bytes]) -> None:
-    """Note the per-row digests of a ``pixel_values`` tensor made from the memo.
-
-    Held by a weak reference to that very tensor object: a tensor that is not it (a copy, a
-    dtype or device move, a new tensor at a reused address) finds nothing and is hashed.
-    """
-    _DIGESTS[:] = [(r, d) for r, d in _DIGESTS if r() is not None][-7:]
-    _DIGESTS.append((weakref.ref(pixels), digests))
-
-
-def known_digests(pixels: torch.Tensor) -> list[bytes] | None:
-    """The digests noted for exactly this tensor object, if any."""
-    for ref, digests in reversed(_DIGESTS):
-        if ref() is pixels and len(digests) == pixels.shape[0]:
-            return digests
-    return None

@@ -172,8 +172,8 @@ def accept(
                     meta={"score": r["scores"][best]},
                 )
             )
-        elif fallback == "synth" and _image_id(r) in earlier:
-            first = earlier[_image_id(r)]
+        elif fallback == "synth" and r["image"] in earlier:
+            first = earlier[r["image"]]
             out.append(QA(r["id"], r["image"], first.question, first.answer, r["label"], "fallback"))
         elif fallback in ("label", "synth"):
             out.append(
@@ -182,14 +182,10 @@ def accept(
     return out
 
 
-def _image_id(row: dict[str, Any]) -> str:
-    return row.get("image_id") or row["id"].split("#", 1)[0]
-
-
 def _first_pairs(pairs: Sequence[QA]) -> dict[str, QA]:
-    """Round 1's first pair per image that names its label (label-only fallbacks are not kept)."""
+    """Round 1's first pair per image file that names its label (label-only fallbacks are not kept)."""
     out: dict[str, QA] = {}
     for q in pairs:
         if q.kind != "fallback":
-            out.setdefault(q.id.split("#", 1)[0], q)
+            out.setdefault(q.image, q)
     return out
