@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 
 import pytest
 
@@ -172,6 +173,27 @@ def test_ten_pretraining_steps_lower_the_loss_and_keep_the_tower(world):
     assert all(torch.equal(v, after[k]) for k, v in tower_before.items())
 
 
+def test_describe_prompts_get_noun_first_descriptions_of_every_visible_part(world):
+    from selfsynth.data.world.vocab import parse_attributes
+    from selfsynth.prompts import pools_for
+
+    records = base_data.load_records(world)
+    describe = set(pools_for("birds").describe)
+    for form in ("clauses", "captions"):
+        triples = base_data.make_triples(world, records, seed=0, describe_targets=form)
+        full = [t for t in triples if t.question in describe]
+        assert len(full) == 4 * len(records)
+        for t in full:
+            rec = records[t.image]
+            got = parse_attributes(t.answer)
+            assert got == {p: rec.attributes[p] for p in rec.visible_parts}, t.answer
+            # noun-first clauses ("its crown is red"), not the captions' "a red crown"
+            clause = re.search(r"\b(its|the) \w+( \w+)? (is|are)\b", t.answer, re.IGNORECASE)
+            assert bool(clause) == (form == "clauses"), t.answer
+    with pytest.raises(ValueError, match="describe_targets"):
+        base_data.make_triples(world, records, describe_targets="poems")
+
+
 def test_text_drills_are_text_only_and_answerable_from_the_prompt(world):
     from selfsynth.metrics import parse_letter
 
@@ -193,7 +215,14 @@ def test_killed_pretraining_resumes_to_the_same_weights(world, tmp_path):
     # 3 text-only steps, then 6 image steps (with 4 text rows each); killed in the image phase,
     # resumed at the boundary
     settings = pretrain.TrainSettings(
-        steps=6, text_steps=3, text_mix=4, batch_size=8, lr=3e-3, warmup_steps=2, checkpoint_every=3
+        steps=6,
+        text_steps=3,
+        text_mix=4,
+        text_batch_size=4,
+        batch_size=8,
+        lr=3e-3,
+        warmup_steps=2,
+        checkpoint_every=3,
     )
     _, tok, model, feats, triples = _setup(world)
     records = base_data.load_records(world)
@@ -220,6 +249,17 @@ def test_killed_pretraining_resumes_to_the_same_weights(world, tmp_path):
     pretrain.pretrain(model3, tok3, feats, triples, settings, parts=parts, text=text, checkpoint=ckpt)
     got = model3.state_dict()
     assert all(torch.allclose(want[k], got[k], atol=1e-6) for k in want)
+
+
+def test_settings_added_later_leave_cached_builds_found():
+    default = tiny.BaseSettings().fingerprint()
+    # the default build as cached before the experiment settings existed; change it only
+    # together with BUILD_VERSION (a new default build)
+    assert default == "c5fe62a2ccaeb0bf"
+    for name, value in tiny._LEGACY.items():
+        assert tiny.settings_from(**{name: value}).fingerprint() == default
+    for over in ({"attention": "eager"}, {"text_batch_size": 16}, {"describe_targets": "clauses"}):
+        assert tiny.settings_from(**over).fingerprint() != default
 
 
 def test_settings_reject_unknown_names():
@@ -308,3 +348,25 @@ def test_attribute_scores_count_right_wrong_and_hidden_statements(world):
     swapped = attribute_scores([caps[r["id"]] for r in rows[::-1]], rows)
     assert swapped["attribute_accuracy"] < 1.0  # another bird's caption is partly wrong
     assert distinct_n(["a b c d e", "a b c d e"]) == 0.5 and distinct_n(["a b"]) == 0.0
+
+
+def test_base_build_command_passes_the_experiment_settings(tmp_path, monkeypatch, capsys):
+    from selfsynth.cli import main
+
+    seen = {}
+
+    def fake_build(out, settings, *, force, threads):
+        seen.update(out=out, settings=settings)
+        return {
+            "fingerprint": settings.fingerprint(),
+            "parameters": 2,
+            "trainable_parameters": 1,
+            "seconds": 0,
+        }
+
+    monkeypatch.setattr(tiny, "build_base_model", fake_build)
+    argv = ["base", "build", "--out", str(tmp_path / "b"), "--attention", "eager", "--text-batch-size", "16"]
+    assert main([*argv, "--describe-targets", "clauses"]) == 0
+    s = seen["settings"]
+    assert (s.attention, s.text_batch_size, s.describe_targets) == ("eager", 16, "clauses")
+    assert s.fingerprint() in capsys.readouterr().out

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from selfsynth.data.world.phrases import SHAPE_SURFACES
-from selfsynth.data.world.text import captions, vqa
+from selfsynth.data.world.text import captions, clause_caption, vqa
 from selfsynth.data.world.vocab import (
     PARTS,
     cited_concepts,
@@ -72,6 +72,8 @@ def test_caption_templates_round_trip_on_random_scenes() -> None:
                 assert set(got) == set(visible), cap
         for q in vqa(attrs, visible, scene, rng):
             assert q["options"][q["answer"]] and len(set(q["options"].values())) == 4
+        full = clause_caption(attrs, visible, scene, rng)
+        assert parse_attributes(full) == {p: attrs[p] for p in visible}, full
 
 
 def test_synonyms_and_free_wording_are_read() -> None:

@@ -11,6 +11,7 @@ _BUILD_FLAGS = (
     "seed",
     "tower_size",
     "text_steps",
+    "text_batch_size",
     "steps",
     "batch_size",
     "lr",
@@ -22,6 +23,8 @@ _BUILD_FLAGS = (
     "layers",
     "heads",
     "vocab_size",
+    "describe_targets",
+    "attention",
 )
 
 
@@ -35,6 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument(
         "--text-steps", type=int, default=None, help="text-only copy-drill steps before the image steps"
     )
+    b.add_argument("--text-batch-size", type=int, default=None, help="rows per text-only step (default 16)")
     b.add_argument("--steps", type=int, default=None, help="pretraining steps on images")
     b.add_argument("--batch-size", type=int, default=None)
     b.add_argument("--lr", type=float, default=None)
@@ -47,6 +51,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--layers", type=int, default=None, help="decoder layers")
     b.add_argument("--heads", type=int, default=None, help="attention heads (must divide --hidden-size)")
     b.add_argument("--vocab-size", type=int, default=None, help="BPE vocabulary size")
+    b.add_argument(
+        "--describe-targets",
+        choices=("clauses", "captions"),
+        default=None,
+        help="describe-prompt targets: noun-first clauses (default) or the world's full captions",
+    )
+    b.add_argument(
+        "--attention", choices=("eager", "sdpa"), default=None, help="decoder attention while pretraining"
+    )
     b.add_argument("--threads", type=int, default=2, help="torch CPU threads (0 = leave as is)")
     b.add_argument(
         "--force", action="store_true", help="rebuild even if --out holds a build of other settings"

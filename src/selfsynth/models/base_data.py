@@ -285,9 +285,19 @@ def make_triples(
     open_per_image: int = 3,
     in_context_per_image: int = 2,
     drills_per_image: int = 2,
+    describe_targets: str = "captions",
 ) -> list[Triple]:
-    """All pretraining triples; ``Triple.image`` indexes ``records``."""
-    from selfsynth.data.world.text import vqa
+    """All pretraining triples; ``Triple.image`` indexes ``records``.
+
+    Brief prompts get every world caption style; the describe prompts (which ask for all that
+    is visible) get two full descriptions per image, each under two prompts: with
+    ``describe_targets="clauses"`` noun-first ones (``world.text.clause_caption``), with
+    ``"captions"`` the world's full caption styles (``FULL_STYLES``).
+    """
+    from selfsynth.data.world.text import clause_caption, vqa
+
+    if describe_targets not in ("clauses", "captions"):
+        raise ValueError(f"describe_targets={describe_targets!r}: choose 'clauses' or 'captions'")
 
     pools = pools_for("birds")
     caps = {r["id"]: r["captions"] for r in read_jsonl(world / "captions.jsonl")}
@@ -299,7 +309,12 @@ def make_triples(
         for style, caption in enumerate(caps.get(rec.id, [])):
             items.append(Triple(i, rng.choice(BRIEF_PROMPTS), caption))
             if style in FULL_STYLES:
-                items.extend(Triple(i, p, caption) for p in rng.sample(pools.describe, 2))
+                full = (
+                    caption
+                    if describe_targets == "captions"
+                    else clause_caption(rec.attributes, rec.visible_parts, rec.scene, rng)
+                )
+                items.extend(Triple(i, p, full) for p in rng.sample(pools.describe, 2))
         for q in vqa(rec.attributes, rec.visible_parts, rec.scene, rng, vqa_per_image):
             items.append(
                 Triple(i, vqa_prompt(q["question"], q["options"]), vqa_answer(q["answer"], q["options"]))

@@ -66,6 +66,9 @@ class TrainSettings:
     # Text-only rows added to every image step (a second, cheap forward): copy practice that
     # continues while the decoder learns to read the image, instead of only before it.
     text_mix: int = 0
+    # Rows per text-only step (0: ``batch_size``). Smaller text batches are cheaper, but the
+    # copy skill came out weaker: see ``BaseSettings.text_batch_size``.
+    text_batch_size: int = 0
     # "auto": bf16 autocast where the CPU has native bf16 matmuls (see devices.cpu_bf16), else fp32
     cpu_precision: str = "auto"
 
@@ -320,7 +323,7 @@ def pretrain(
     window: list[float] = []
     image_stream = _Stream([len(ids) for ids, _ in rows], settings.batch_size, settings.seed)
     text_lengths = [len(ids) for ids, _ in text_rows]
-    warm_stream = _Stream(text_lengths, settings.batch_size, settings.seed + 1)
+    warm_stream = _Stream(text_lengths, settings.text_batch_size or settings.batch_size, settings.seed + 1)
     mix_stream = _Stream(text_lengths, max(1, mix), settings.seed + 2)
     bar = tqdm(range(start, total), desc="pretraining", unit="step", initial=start, total=total)
     bf16 = next(model.parameters()).device.type == "cpu" and cpu_bf16(settings.cpu_precision)

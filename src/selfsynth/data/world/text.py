@@ -220,6 +220,27 @@ def captions(
     return out
 
 
+def clause_caption(
+    attrs: dict[str, str], visible: list[str], scene: dict[str, Any], rng: random.Random
+) -> str:
+    """A full description that names each visible part before its value ("its crown is red").
+
+    Why a separate form: in the caption styles a value comes before its noun ("a red crown",
+    "a hooked black beak"), so a model writing it must already know which part it is about to
+    name; here the part noun is written first and the value follows it, which is the easier
+    thing for a small decoder to learn to read off the image. Every visible part is stated,
+    in ``PARTS`` order, after the pose, background and facing; size goes in the opening.
+    """
+    parts = [p for p in PARTS if p in visible and p != "size"]
+    size = attrs["size"] if "size" in visible else None
+    bird = f"{rng.choice(SHAPE_SURFACES['size'][size])} bird" if size else "bird"
+    pose, facing, bg = _scene_bits(scene, rng, "wing_colour" in visible)
+    text = f"{'An' if bird[0] in 'aeiou' else 'A'} {bird} {pose} {bg}, {facing}."
+    if parts:
+        text += " " + _cap(_join([clause_phrase(p, attrs[p], rng) for p in parts])) + "."
+    return text
+
+
 def _options(correct: str, pool: dict[str, str], rng: random.Random) -> tuple[dict[str, str], str]:
     others = [w for v, w in pool.items() if v != correct]
     picked = [pool[correct], *rng.sample(others, 3)]
