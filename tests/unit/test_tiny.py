@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import re
@@ -89,6 +90,36 @@ def test_part_targets_hold_visible_values_and_mask_hidden_parts(world):
     for r, row in zip(records, t.labels.tolist(), strict=True):
         for k, (part, values) in enumerate(PARTS.items()):
             assert row[k] == (values.index(r.attributes[part]) if part in r.visible_parts else -100)
+    # each value is named (for the word readout) in the order of its label index
+    assert [len(w) for w in t.words] == t.classes
+    assert (
+        t.words[list(PARTS).index("beak_shape")][PARTS["beak_shape"].index("conical")] == "short and conical"
+    )
+    assert t.words[0] == PARTS["crown_colour"]  # colours are named by themselves
+
+
+def test_word_readout_scores_values_by_the_decoders_embeddings(world):
+    from selfsynth.models.part_probe import PartProbe
+
+    s, tok, model, feats, triples = _setup(world)
+    parts = base_data.part_targets_for(base_data.load_records(world))
+    probe = pretrain._make_probe(model, tok, parts, "words")
+    embedding = model.get_input_embeddings()
+    # the embedding stays the decoder's: not a parameter of the probe (AdamW would see it twice)
+    assert all(p is not embedding.weight for p in probe.parameters())
+    image = model.model.multi_modal_projector(feats[:4])
+    logits = probe(image)
+    assert [x.shape for x in logits] == [(4, n) for n in parts.classes]
+    probe.loss(image, parts.labels[:4]).backward()
+    assert embedding.weight.grad is not None and embedding.weight.grad.abs().sum() > 0
+    # the readout is the cosine with the mean embedding of the value's tokens, times the scale
+    red = tok(" " + parts.words[0][0], add_special_tokens=False)["input_ids"]
+    assert len(red) >= 1
+    with pytest.raises(ValueError, match="probe_readout"):
+        pretrain._make_probe(model, tok, parts, "poetry")
+    with pytest.raises(ValueError, match="words"):
+        pretrain._make_probe(model, tok, base_data.part_targets([], [], {}), "words")
+    assert not PartProbe(8, [2, 3]).words
 
 
 def test_nonce_names_are_not_species_words():
@@ -219,6 +250,7 @@ def test_killed_pretraining_resumes_to_the_same_weights(world, tmp_path):
         text_steps=3,
         text_mix=4,
         text_batch_size=4,
+        probe_readout="words",
         batch_size=8,
         lr=3e-3,
         warmup_steps=2,
@@ -252,14 +284,17 @@ def test_killed_pretraining_resumes_to_the_same_weights(world, tmp_path):
 
 
 def test_settings_added_later_leave_cached_builds_found():
-    default = tiny.BaseSettings().fingerprint()
-    # the default build as cached before the experiment settings existed; change it only
-    # together with BUILD_VERSION (a new default build)
-    assert default == "c5fe62a2ccaeb0bf"
-    for name, value in tiny._LEGACY.items():
-        assert tiny.settings_from(**{name: value}).fingerprint() == default
-    for over in ({"attention": "eager"}, {"text_batch_size": 16}, {"describe_targets": "clauses"}):
-        assert tiny.settings_from(**over).fingerprint() != default
+    # the default build of BUILD_VERSION 7, cached before these settings existed: at their old
+    # values they stay out of the fingerprint, so that build is still found
+    legacy = tiny.settings_from(**tiny._LEGACY)
+    assert legacy.fingerprint() == "c5fe62a2ccaeb0bf"
+    for over in (
+        {"attention": "eager"},
+        {"text_batch_size": 16},
+        {"describe_targets": "clauses"},
+        {"probe_readout": "words"},
+    ):
+        assert dataclasses.replace(legacy, **over).fingerprint() != legacy.fingerprint()
 
 
 def test_settings_reject_unknown_names():

@@ -364,8 +364,12 @@ def text_drills(
 def part_targets_for(records: Sequence[ImageRecord]) -> PartTargets:
     """Visible part values per image, for the pretraining loop's auxiliary part probe."""
     from selfsynth.data.world.phrases import PARTS
+    from selfsynth.data.world.text import OPTION_WORDS
 
-    return part_targets([r.attributes for r in records], [r.visible_parts for r in records], PARTS)
+    # values are named as the world's multiple-choice options name them ("short and conical")
+    return part_targets(
+        [r.attributes for r in records], [r.visible_parts for r in records], PARTS, words=OPTION_WORDS
+    )
 
 
 def world_species_labels(world: Path) -> list[str]:

@@ -56,6 +56,9 @@ class TrainSettings:
     checkpoint_every: int = 200
     seed: int = 0
     part_loss: float = 1.0  # weight of the auxiliary part probe (used when targets are given)
+    # "words": the probe scores image tokens against the decoder's embeddings of the value words
+    # (needs ``PartTargets.words``); "linear": a linear head per part (see part_probe.PartProbe)
+    probe_readout: str = "linear"
     # Text-only steps before the image steps, on ``pretrain(text=...)`` examples (constant lr
     # after warm-up). Copying from the prompt is an induction skill that a decoder trained from
     # scratch acquires abruptly after a few hundred steps of nothing else; mixed into image data
@@ -298,7 +301,7 @@ def pretrain(
     params = trainable_parameters(model)
     probe = None
     if parts is not None and settings.part_loss > 0:
-        probe = PartProbe(model.config.text_config.hidden_size, parts.classes)
+        probe = _make_probe(model, tokenizer, parts, settings.probe_readout)
         params = params + list(probe.parameters())
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
@@ -375,6 +378,20 @@ def pretrain(
     bar.close()
     model.eval()
     return TrainResult(steps=total, losses=losses, seconds=time.time() - t0)
+
+
+def _make_probe(model: Any, tokenizer: Any, parts: PartTargets, readout: str) -> PartProbe:
+    hidden = model.config.text_config.hidden_size
+    if readout == "linear":
+        return PartProbe(hidden, parts.classes)
+    if readout != "words":
+        raise ValueError(f"probe_readout={readout!r}: choose 'words' or 'linear'")
+    if not parts.words:
+        raise ValueError("probe_readout='words' needs PartTargets.words (the wording of each value)")
+    tokens = [
+        [tokenizer(" " + w, add_special_tokens=False)["input_ids"] for w in values] for values in parts.words
+    ]
+    return PartProbe(hidden, parts.classes, value_tokens=tokens, embedding=model.get_input_embeddings())
 
 
 class _Stream:

@@ -83,15 +83,17 @@ class BaseSettings:
     lr: float = 2e-3
     warmup_steps: int = 30
     part_loss: float = 1.0  # auxiliary part probe on the projector output (see part_probe.py)
+    # the probe reads part values as the decoder's value words ("words") or with linear heads
+    # ("linear"): see part_probe.PartProbe
+    probe_readout: str = "words"
     # targets of the describe prompts: "captions" uses the world's full caption styles,
     # "clauses" names each part before its value ("its crown is red",
     # ``world.text.clause_caption``); measured alike (attribute accuracy 49.5 vs 51.3 % after
     # the same 1,000 image steps from the same text phase)
     describe_targets: str = "captions"
     # attention of the decoder while pretraining: eager steps are ~25 % faster than SDPA on CPU
-    # at these sizes (see devices.attention_for) but give another model at float level, and
-    # builds differ a lot from draw to draw; the saved model loads with either
-    attention: str = "sdpa"
+    # at these sizes (see devices.attention_for); the saved model loads with either
+    attention: str = "eager"
     checkpoint_every: int = 200
     # bf16 autocast for pretraining and for encoding its images where the CPU has native bf16
     # matmuls ("auto"; see pretrain.TrainSettings); "fp32" gives the same build on every machine,
@@ -109,6 +111,7 @@ _LEGACY: dict[str, Any] = {
     "text_batch_size": 0,
     "describe_targets": "captions",
     "attention": "sdpa",
+    "probe_readout": "linear",
 }
 
 
