@@ -401,7 +401,12 @@ def test_base_build_command_passes_the_experiment_settings(tmp_path, monkeypatch
 
     monkeypatch.setattr(tiny, "build_base_model", fake_build)
     argv = ["base", "build", "--out", str(tmp_path / "b"), "--attention", "eager", "--text-batch-size", "16"]
-    assert main([*argv, "--describe-targets", "clauses"]) == 0
+    assert main([*argv, "--describe-targets", "clauses", "--probe-readout", "linear"]) == 0
     s = seen["settings"]
-    assert (s.attention, s.text_batch_size, s.describe_targets) == ("eager", 16, "clauses")
+    assert (s.attention, s.text_batch_size, s.describe_targets, s.probe_readout) == (
+        "eager",
+        16,
+        "clauses",
+        "linear",
+    )
     assert s.fingerprint() in capsys.readouterr().out

@@ -25,6 +25,7 @@ _BUILD_FLAGS = (
     "vocab_size",
     "describe_targets",
     "attention",
+    "probe_readout",
 )
 
 
@@ -59,6 +60,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     b.add_argument(
         "--attention", choices=("eager", "sdpa"), default=None, help="decoder attention while pretraining"
+    )
+    b.add_argument(
+        "--probe-readout",
+        choices=("words", "linear"),
+        default=None,
+        help="auxiliary part probe: value words in the decoder's embeddings (default) or linear heads",
     )
     b.add_argument("--threads", type=int, default=2, help="torch CPU threads (0 = leave as is)")
     b.add_argument(
