@@ -47,9 +47,7 @@ def part_targets(
         [parts[p].index(a[p]) if p in vis else -100 for p in names]
         for a, vis in zip(attributes, visible, strict=True)
     ]
-    named = (
-        [[(words or {}).get(p, {}).get(v, v) for v in parts[p]] for p in names] if words is not None else []
-    )
+    named = [[words.get(p, {}).get(v, v) for v in parts[p]] for p in names] if words is not None else []
     return PartTargets(torch.tensor(rows, dtype=torch.long), [len(parts[p]) for p in names], named)
 
 
