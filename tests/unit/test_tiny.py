@@ -300,6 +300,10 @@ def test_settings_added_later_leave_cached_builds_found():
 def test_settings_reject_unknown_names():
     with pytest.raises(ConfigError, match="hidden_sise"):
         tiny.settings_from(hidden_sise=3)
+    with pytest.raises(ConfigError, match="probe_readout='word'.*linear, words"):
+        tiny.settings_from(probe_readout="word")
+    with pytest.raises(ConfigError, match="attention"):
+        tiny.settings_from(attention="flash")
 
 
 def test_build_is_cached_and_loads_with_auto_classes(tmp_path, monkeypatch):

@@ -39,7 +39,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument(
         "--text-steps", type=int, default=None, help="text-only copy-drill steps before the image steps"
     )
-    b.add_argument("--text-batch-size", type=int, default=None, help="rows per text-only step (default 16)")
+    b.add_argument(
+        "--text-batch-size", type=int, default=None, help="rows per text-only step (default: --batch-size)"
+    )
     b.add_argument("--steps", type=int, default=None, help="pretraining steps on images")
     b.add_argument("--batch-size", type=int, default=None)
     b.add_argument("--lr", type=float, default=None)
@@ -56,16 +58,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--describe-targets",
         choices=("clauses", "captions"),
         default=None,
-        help="describe-prompt targets: noun-first clauses (default) or the world's full captions",
+        help="describe-prompt targets: the world's full captions (default) or noun-first clauses",
     )
     b.add_argument(
-        "--attention", choices=("eager", "sdpa"), default=None, help="decoder attention while pretraining"
+        "--attention",
+        choices=("eager", "sdpa"),
+        default=None,
+        help="decoder attention while pretraining (default sdpa)",
     )
     b.add_argument(
         "--probe-readout",
         choices=("words", "linear"),
         default=None,
-        help="auxiliary part probe: value words in the decoder's embeddings (default) or linear heads",
+        help="auxiliary part probe: linear heads (default) or value words in the decoder's embeddings",
     )
     b.add_argument("--threads", type=int, default=2, help="torch CPU threads (0 = leave as is)")
     b.add_argument(

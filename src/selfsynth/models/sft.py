@@ -404,13 +404,12 @@ def _load_checkpoint(
     from safetensors.torch import load_file
 
     state = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
-    want = plan
-    if {k: state.get(k, 0 if k == "grouped" else None) for k in want} != want:
+    if {k: state.get(k, 0 if k == "grouped" else None) for k in plan} != plan:
         log.warning(
             "checkpoint %s was made for %s, not %s; starting over",
             ckpt,
-            {k: state.get(k) for k in want},
-            want,
+            {k: state.get(k) for k in plan},
+            plan,
         )
         return 0, []
     set_peft_model_state_dict(model, load_file(str(ckpt / "adapter" / "adapter_model.safetensors")))

@@ -127,7 +127,21 @@ def settings_from(**overrides: Any) -> BaseSettings:
         raise ConfigError(
             f"unknown base-model setting(s) {', '.join(bad)}; valid: {', '.join(sorted(names))}"
         )
+    # checked here, not where each is used: a wrong value would otherwise surface only after
+    # the world, tokenizer and image encoding (minutes) are done
+    for name, allowed in _CHOICES.items():
+        if name in overrides and overrides[name] not in allowed:
+            raise ConfigError(
+                f"base-model setting {name}={overrides[name]!r}: choose one of {', '.join(allowed)}"
+            )
     return BaseSettings(**overrides)
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "describe_targets": ("captions", "clauses"),
+    "attention": ("sdpa", "eager"),
+    "probe_readout": ("linear", "words"),
+}
 
 
 def is_built(out: str | Path, settings: BaseSettings | None = None) -> bool:
