@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from selfsynth.commands.run import summary, write_run_files
     from selfsynth.config import load_config
     from selfsynth.data.world import make_world
+    from selfsynth.data.world.make import draw_workers
     from selfsynth.io import read_json, write_json
     from selfsynth.models.tiny import ensure_base_model
 
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     world = out / "world"
     if not (world / "world.json").is_file():
         print(f"building the world in {world} ...", flush=True)
-        make_world(world, progress=not args.no_progress)
+        make_world(world, progress=not args.no_progress, workers=draw_workers())
     info = read_json(world / "world.json")
     print(f"world: {len(info.get('species', []))} species; difficulty {info.get('difficulty')}", flush=True)
     print("base model: building or loading from cache ...", flush=True)

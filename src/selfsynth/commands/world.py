@@ -20,6 +20,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     m.add_argument("--image-seed", type=int, default=0, help="decides images, captions and VQA (default 0)")
     m.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
+    m.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="drawing processes (default: one per core, at most 8; 0 draws in this process); same files either way",
+    )
     m.add_argument("--no-progress", action="store_true", help="no progress bar")
     m.set_defaults(func=run)
     s = wsub.add_parser("show", help="print the summary of a world folder")
@@ -29,6 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from selfsynth.data.world import make_world, summary
+    from selfsynth.data.world.make import draw_workers
     from selfsynth.errors import DataError
     from selfsynth.io import read_json
 
@@ -50,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         image_seed=args.image_seed,
         size=args.size,
         progress=not args.no_progress,
+        workers=draw_workers() if args.workers is None else args.workers,
     )
     print(summary(world))
     print(f"time         {time.perf_counter() - start:.1f} s -> {args.out}")

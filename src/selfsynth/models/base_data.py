@@ -88,6 +88,7 @@ class LazyImages(Sequence):
 def ensure_world(out: Path, s: Any) -> Path:
     """Draw the pretraining world into ``out`` unless it is complete (world.json is written last)."""
     from selfsynth.data.world import make_world
+    from selfsynth.data.world.make import draw_workers
 
     if not (out / "world.json").is_file():
         make_world(
@@ -99,6 +100,7 @@ def ensure_world(out: Path, s: Any) -> Path:
             image_seed=s.image_seed,
             size=s.image_size,
             progress=True,
+            workers=draw_workers(),
         )
     return out
 

