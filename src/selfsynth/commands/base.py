@@ -30,6 +30,8 @@ _BUILD_FLAGS = (
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from selfsynth.models.tiny import SETTING_CHOICES, BaseSettings
+
     p = sub.add_parser("base", help="build or check the embedded base VLM (tiny LLaVA on the drawn world)")
     verbs = p.add_subparsers(dest="base_command", metavar="VERB")
 
@@ -54,23 +56,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--layers", type=int, default=None, help="decoder layers")
     b.add_argument("--heads", type=int, default=None, help="attention heads (must divide --hidden-size)")
     b.add_argument("--vocab-size", type=int, default=None, help="BPE vocabulary size")
+    # choices and named defaults come from the settings, so the help cannot drift from them
+    default = BaseSettings()
     b.add_argument(
         "--describe-targets",
-        choices=("clauses", "captions"),
+        choices=SETTING_CHOICES["describe_targets"],
         default=None,
-        help="describe-prompt targets: the world's full captions (default) or noun-first clauses",
+        help=f"describe-prompt targets: the world's full captions or noun-first clauses "
+        f"(default {default.describe_targets})",
     )
     b.add_argument(
         "--attention",
-        choices=("eager", "sdpa"),
+        choices=SETTING_CHOICES["attention"],
         default=None,
-        help="decoder attention while pretraining (default sdpa)",
+        help=f"decoder attention while pretraining (default {default.attention})",
     )
     b.add_argument(
         "--probe-readout",
-        choices=("words", "linear"),
+        choices=SETTING_CHOICES["probe_readout"],
         default=None,
-        help="auxiliary part probe: linear heads (default) or value words in the decoder's embeddings",
+        help="auxiliary part probe: linear heads, or value words in the decoder's embeddings "
+        f"(default {default.probe_readout})",
     )
     b.add_argument("--threads", type=int, default=2, help="torch CPU threads (0 = leave as is)")
     b.add_argument(

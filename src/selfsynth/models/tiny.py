@@ -127,7 +127,7 @@ def settings_from(**overrides: Any) -> BaseSettings:
         )
     # checked here, not where each is used: a wrong value would otherwise surface only after
     # the world, tokenizer and image encoding (minutes) are done
-    for name, allowed in _CHOICES.items():
+    for name, allowed in SETTING_CHOICES.items():
         if name in overrides and overrides[name] not in allowed:
             raise ConfigError(
                 f"base-model setting {name}={overrides[name]!r}: choose one of {', '.join(allowed)}"
@@ -135,7 +135,8 @@ def settings_from(**overrides: Any) -> BaseSettings:
     return BaseSettings(**overrides)
 
 
-_CHOICES: dict[str, tuple[str, ...]] = {
+# settings with a fixed set of values (the command line offers the same choices)
+SETTING_CHOICES: dict[str, tuple[str, ...]] = {
     "describe_targets": ("captions", "clauses"),
     "attention": ("sdpa", "eager"),
     "probe_readout": ("linear", "words"),

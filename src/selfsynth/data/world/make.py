@@ -140,8 +140,9 @@ def _draw_split(out: Path, split: str, per_class: int, sp: list[Species], seeds:
     caps: list[dict[str, Any]] = []
     qas: list[dict[str, Any]] = []
     feats: list[Any] = []
-    args = [(out, split, per_class, ci, s, seeds, size) for ci, s in enumerate(sp)]
-    parts = pool.map(_draw_star, args) if pool else map(_draw_star, args)
+    n = len(sp)
+    args = ([out] * n, [split] * n, [per_class] * n, range(n), sp, [seeds] * n, [size] * n)
+    parts = (pool.map if pool else map)(_draw_species, *args)
     for r, c, q, f in parts:  # in species order whatever the pool's finishing order
         rows += r
         caps += c
@@ -149,10 +150,6 @@ def _draw_split(out: Path, split: str, per_class: int, sp: list[Species], seeds:
         feats += f
         bar.update(len(r))
     return rows, caps, qas, feats
-
-
-def _draw_star(args: tuple[Any, ...]) -> Any:
-    return _draw_species(*args)
 
 
 def draw_workers() -> int:
