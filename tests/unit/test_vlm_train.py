@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -171,6 +172,23 @@ def test_merge_reloads_with_identical_logits(tmp_path, root, examples, kind):
     assert again.generate([examples[0].image], [examples[0].question], max_new_tokens=4) == vlm.generate(
         [examples[0].image], [examples[0].question], max_new_tokens=4
     )
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_merged_lora_forward_trains_like_peft(tmp_path, root, examples, kind, caplog):
+    c = cfg(epochs=3.0, batch_size=3, micro_batch_size=3, lr=5e-3)
+    path = tiny_model(kind, root)
+    logs = {}
+    for mode in ("factored", "dense"):
+        with caplog.at_level("INFO", logger="selfsynth.models.sft"):
+            VLM.load(path).train_lora(
+                examples, replace(c, lora_forward=mode), tmp_path / mode, progress=False
+            )
+        lines = (tmp_path / mode / "train_log.jsonl").read_text().splitlines()
+        logs[mode] = [json.loads(x)["loss"] for x in lines]
+    assert "train as one merged matmul" in caplog.text
+    assert len(logs["dense"]) == 6 and logs["dense"][-1] < logs["dense"][0]
+    assert np.allclose(logs["dense"], logs["factored"], rtol=1e-4)
 
 
 def test_resume_matches_an_uninterrupted_run(tmp_path, root, examples):

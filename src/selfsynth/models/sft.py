@@ -183,6 +183,7 @@ def train_lora(
     from peft import get_peft_model
 
     from selfsynth.models.lora import lora_config, quiet_peft
+    from selfsynth.models.lora_dense import lora_forward
 
     if not examples:
         raise DataError("no training examples: the synthesize/sample stage produced nothing to train on")
@@ -238,7 +239,9 @@ def train_lora(
     no_store = (
         vlm.features.no_store() if (cfg.augment and vlm.features is not None) else contextlib.nullcontext()
     )
-    with no_store:
+    with no_store, lora_forward(acc.unwrap_model(model), cfg.lora_forward) as merged_layers:
+        if merged_layers:
+            log.info("%d LoRA layers train as one merged matmul (finetune.lora_forward)", merged_layers)
         for step in bar:
             torch.manual_seed(seed * 1_000_003 + step * 101 + rank)  # dropout: reproducible after a resume
             lo = step * global_batch + rank * micro * accum
