@@ -373,6 +373,7 @@ def test_killed_build_resumes_from_its_work_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(world_pkg, "make_world", no_redraw)
     manifest = tiny.build_base_model(out, s, threads=1)
     assert tiny.is_built(out, s) and manifest["fingerprint"] == s.fingerprint()
+    assert manifest["precision"] in ("bf16", "fp32") and manifest["cpu_capability"]
     assert not work.exists()
 
 

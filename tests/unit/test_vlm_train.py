@@ -18,7 +18,7 @@ from selfsynth.models.augment import augment
 from selfsynth.models.chat import IGNORE, open_image
 from selfsynth.models.features import find_tower
 from selfsynth.models.lora import language_model_prefix, projector_name, target_regex
-from selfsynth.models.sft import batch_for, token_loss
+from selfsynth.models.sft import answer_logprobs, batch_for, token_loss
 from selfsynth.models.vlm import VLM
 from selfsynth.records import QA
 
@@ -232,6 +232,22 @@ def test_token_loss_matches_transformers_loss(root, examples, kind):
         total, count = token_loss(vlm.model, batch, vlm.device)
         ref = vlm.model(**batch).loss
     assert float(total / count) == pytest.approx(float(ref), rel=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_answer_logprobs_add_up_to_the_loss_and_leave_out_eos(root, examples, kind):
+    vlm = VLM.load(tiny_model(kind, root))
+    exs = examples[:3]
+    images = [Image.open(e.image).convert("RGB") for e in exs]
+    batch = batch_for(vlm, images, [e.question for e in exs], [e.answer for e in exs])
+    with torch.no_grad():
+        total, _ = token_loss(vlm.model, batch, vlm.device)
+        with_eos = answer_logprobs(vlm.model, batch, vlm.device, eos=True)
+        without = answer_logprobs(vlm.model, batch, vlm.device)
+    assert float(with_eos.sum()) == pytest.approx(-float(total), rel=1e-4)
+    assert bool((without > with_eos).all())  # the EOS term (a log-probability < 0) is gone
+    scored = vlm.answer_logprobs([e.image for e in exs], [e.question for e in exs], [e.answer for e in exs])
+    assert scored == pytest.approx(without.tolist(), rel=1e-4)
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -11,6 +11,9 @@ every image and species is new to the model. Figures (all on the held-out test s
   ``vqa_value_accuracy``: answers whose first sentence is the right option's text (the
   ``prompts.vqa_answer`` form states the value before checking the options), which shows
   whether a wrong letter comes from seeing wrong or from the checks.
+  ``vqa_choice_accuracy``: the same questions by option likelihood (as SEED-Bench and the
+  lm-eval harness score multiple choice): the option whose "Answer: <text>." the model finds
+  most probable is its choice. It reads what the model sees, free of how it words a letter.
 - ``names_species``: fraction of answers (descriptions and species questions) that contain any
   species name of the world; ``species_accuracy``: answers to "What species is this bird?"
   that contain the true name, against ``chance`` = 1 / species.
@@ -152,6 +155,17 @@ def evaluate_base(
                 **{**kw, "max_new_tokens": VQA_MAX_NEW_TOKENS},
             )
         ]
+        choices = [(q, k) for q in vqa for k in sorted(q["options"])]
+        scores = vlm.answer_logprobs(
+            [str(world / q["image"]) for q, _ in choices],
+            [vqa_prompt(q["question"], q["options"]) for q, _ in choices],
+            [f"Answer: {q['options'][k]}." for q, k in choices],
+            batch_size=batch_size,
+        )
+    best: dict[int, tuple[float, str]] = {}
+    for (q, k), score in zip(choices, scores, strict=True):
+        if id(q) not in best or score > best[id(q)][0]:
+            best[id(q)] = (score, k)
     flat_sampled = [t for group in sampled for t in group]
     all_answers = greedy + flat_sampled + species_ans
     names = sum(any(label_in(a, lab) for lab in labels) for a in all_answers)
@@ -175,6 +189,7 @@ def evaluate_base(
             for a, q in zip(vqa_ans, vqa, strict=True)
         )
         / max(1, len(vqa)),
+        "vqa_choice_accuracy": sum(best[id(q)][1] == q["answer"] for q in vqa) / max(1, len(vqa)),
         "names_species": names / max(1, len(all_answers)),
         "species_accuracy": sum(label_in(a, r["label"]) for a, r in zip(species_ans, rows, strict=True))
         / max(1, len(rows)),
@@ -209,7 +224,8 @@ def format_report(res: dict[str, Any]) -> str:
         f"(parts stated per description: {g['parts_mentioned']:.1f} / {s['parts_mentioned']:.1f} of "
         f"{g['visible_parts']:.1f} visible; hidden parts stated {g['hidden_stated']:.2f} / {s['hidden_stated']:.2f})",
         f"generic VQA         {res['vqa_accuracy']:.1%} ({res['world']['vqa_items']} items; "
-        f"value stated right {res.get('vqa_value_accuracy', 0.0):.1%})",
+        f"value stated right {res.get('vqa_value_accuracy', 0.0):.1%}; "
+        f"by option likelihood {res.get('vqa_choice_accuracy', 0.0):.1%})",
         f"names a species     {res['names_species']:.2%} of answers; species accuracy "
         f"{res['species_accuracy']:.1%} (chance {res['chance']:.1%})",
         f"uses a given label  {res['uses_given_label']:.1%} of answers to the round-1 synthesis prompt",

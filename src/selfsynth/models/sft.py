@@ -90,6 +90,27 @@ def token_loss(
     return loss, int((target != IGNORE).sum())
 
 
+def answer_logprobs(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device, *, eos: bool = False
+) -> torch.Tensor:
+    """Per row, the summed log-probability of its supervised tokens (the answer; EOS only if ``eos``).
+
+    What likelihood-ranked multiple choice needs: the same answer prefix scored for each option.
+    ``batch_for`` cuts every answer suffix right after the EOS token, so it is each row's last
+    supervised position.
+    """
+    labels = batch["labels"].to(device)
+    inputs = {k: v.to(device) for k, v in batch.items() if k != "labels" and torch.is_tensor(v)}
+    logits = model(**inputs, use_cache=False).logits[:, :-1].float()
+    target = labels[:, 1:]
+    mask = target != IGNORE
+    if not eos:  # drop each row's last supervised position
+        last = mask.shape[1] - 1 - mask.flip(1).int().argmax(dim=1)
+        mask[torch.arange(len(mask)), last] = False
+    picked = torch.log_softmax(logits, dim=-1).gather(-1, target.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    return (picked * mask).sum(dim=1)
+
+
 def _schedule(steps: int, warmup: int):
     def factor(s: int) -> float:
         if s < warmup:

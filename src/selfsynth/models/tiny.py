@@ -375,6 +375,10 @@ def _build(out: Path, work: Path, s: BaseSettings) -> dict[str, Any]:
         "fingerprint": s.fingerprint(),
         "settings": dataclasses.asdict(s),
         "build_version": BUILD_VERSION,
+        # "auto" precision resolves per machine, and kernels differ between CPUs: the same
+        # settings give another model at float level elsewhere (see docs/architecture.md)
+        "precision": "bf16" if cpu_bf16(s.cpu_precision) else "fp32",
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "parameters": n_params,
         "trainable_parameters": n_train,
         "images": len(records),

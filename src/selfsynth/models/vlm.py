@@ -310,6 +310,30 @@ class VLM:
             total, count = token_loss(self.model, batch, self.device)
         return float(total / max(count, 1))
 
+    def answer_logprobs(
+        self,
+        images: Sequence[ImageLike],
+        questions: Sequence[str],
+        answers: Sequence[str],
+        *,
+        batch_size: int = 32,
+    ) -> list[float]:
+        """Summed log-probability of each answer (without its EOS) given its image and question."""
+        from selfsynth.models.sft import answer_logprobs, batch_for
+
+        self.model.eval()
+        out: list[float] = []
+        for i in range(0, len(answers), batch_size):
+            batch = batch_for(
+                self,
+                [open_image(x) for x in images[i : i + batch_size]],
+                list(questions[i : i + batch_size]),
+                list(answers[i : i + batch_size]),
+            )
+            with torch.no_grad():
+                out.extend(answer_logprobs(self.model, batch, self.device).tolist())
+        return out
+
     def train_lora(
         self,
         examples: Sequence[Any],
