@@ -6,7 +6,9 @@ causal-LM loss that projects every position onto the vocabulary spends that work
 ``lora_dropout`` 0.05 and 0.0, and the loss forward + backward with full logits vs
 ``token_loss`` (logits from the batch's first supervised position on), and prints the ratios.
 It also times fp32 steps against bf16 autocast (``finetune.cpu_precision``), which pays on CPUs
-with native bf16 matmuls (AVX512-BF16 / AMX) and is left out elsewhere.
+with native bf16 matmuls (AVX512-BF16 / AMX) and is left out elsewhere, and peft's two thin LoRA
+matmuls against one matmul with ``W + s B A`` (``finetune.lora_forward``), which pays when the
+rank is large for the layer width (the world's 192-wide base at r 128).
 
 With ``--data`` (a round's ``finetune/train.jsonl``: answers of mixed lengths) it times, instead,
 batches grouped by length (``finetune.group_by_length``) against plain random batches, and prints
@@ -143,6 +145,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rank", type=int, default=128, help="LoRA rank (alpha = 2 x rank)")
     ap.add_argument("--data", help="a train.jsonl of a run: also time length-grouped vs random batches")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -169,13 +172,25 @@ def main() -> int:
             epochs=100,
             augment=False,
             cpu_precision="fp32",
+            lora_r=args.rank,
+            lora_alpha=2 * args.rank,
+            lora_forward="factored",  # the dropout and precision ratios compare peft's path
         )
         with_dropout = time_steps(path, examples, dataclasses.replace(cfg, lora_dropout=0.05), args.steps)
         without = time_steps(path, examples, dataclasses.replace(cfg, lora_dropout=0.0), args.steps)
-        bf16 = None
+        merged = time_steps(
+            path, examples, dataclasses.replace(cfg, lora_dropout=0.0, lora_forward="dense"), args.steps
+        )
+        bf16 = bf16_merged = None
         if cpu_bf16("auto"):
             bf16 = time_steps(
                 path, examples, dataclasses.replace(cfg, lora_dropout=0.0, cpu_precision="bf16"), args.steps
+            )
+            bf16_merged = time_steps(
+                path,
+                examples,
+                dataclasses.replace(cfg, lora_dropout=0.0, cpu_precision="bf16", lora_forward="dense"),
+                args.steps,
             )
 
         vlm = VLM.load(path)
@@ -191,11 +206,19 @@ def main() -> int:
         f"LoRA step, batch {args.batch}: dropout 0.05 {with_dropout:.3f} s, dropout 0 {without:.3f} s, "
         f"ratio {with_dropout / without:.2f}x"
     )
+    print(
+        f"LoRA step, dropout 0, r {args.rank}: peft's two matmuls {without:.3f} s, one merged matmul "
+        f"{merged:.3f} s, ratio {without / merged:.2f}x"
+    )
     if bf16 is None:
         print("bf16 autocast: this CPU has no native bf16 matmuls; not timed")
     else:
         print(
             f"LoRA step, dropout 0: fp32 {without:.3f} s, bf16 autocast {bf16:.3f} s, ratio {without / bf16:.2f}x"
+        )
+        print(
+            f"LoRA step, dropout 0, bf16 autocast, r {args.rank}: peft's two matmuls {bf16:.3f} s, "
+            f"one merged matmul {bf16_merged:.3f} s, ratio {bf16 / bf16_merged:.2f}x"
         )
     print(
         f"loss fwd+bwd, {batch['input_ids'].shape[1]} tokens ({prompt} not supervised): full logits "
