@@ -78,7 +78,9 @@ class BaseSettings:
     # copy skill weaker (text loss ~0.5 vs ~0.3 at the phase's end; the base used a given label
     # in 52 % of answers, other builds 64-100 %)
     text_batch_size: int = 0
-    steps: int = 1000
+    # image steps: at 1,000 the descriptions' attribute accuracy was still rising (79.0 % on
+    # the held-out world); 1,300 gave 84.9 %, VQA values stated right 79.9 % (69.1), for 45 s
+    steps: int = 1300
     batch_size: int = 32
     lr: float = 2e-3
     warmup_steps: int = 30
