@@ -284,10 +284,13 @@ def test_killed_pretraining_resumes_to_the_same_weights(world, tmp_path):
 
 
 def test_settings_added_later_leave_cached_builds_found():
-    # the default build of BUILD_VERSION 7, cached before these settings existed: at their old
-    # values they stay out of the fingerprint, so that build is still found
-    legacy = tiny.settings_from(**tiny._LEGACY)
+    # the default build of BUILD_VERSION 7 (1,000 image steps then), cached before these
+    # settings existed: at their old values they stay out of the fingerprint, so that build is
+    # still found
+    legacy = tiny.settings_from(**tiny._LEGACY, steps=1000)
     assert legacy.fingerprint() == "c5fe62a2ccaeb0bf"
+    # and the word-readout default before the step count rose
+    assert tiny.settings_from(steps=1000).fingerprint() == "d0e29c5f21446de6"
     for over in (
         {"attention": "eager"},
         {"text_batch_size": 16},
