@@ -162,10 +162,12 @@ def evaluate_base(
             [f"Answer: {q['options'][k]}." for q, k in choices],
             batch_size=batch_size,
         )
-    best: dict[int, tuple[float, str]] = {}
-    for (q, k), score in zip(choices, scores, strict=True):
-        if id(q) not in best or score > best[id(q)][0]:
-            best[id(q)] = (score, k)
+    picked, at = [], 0  # choices run question by question, options in sorted order
+    for q in vqa:
+        keys = sorted(q["options"])
+        group = scores[at : at + len(keys)]
+        picked.append(keys[group.index(max(group))])
+        at += len(keys)
     flat_sampled = [t for group in sampled for t in group]
     all_answers = greedy + flat_sampled + species_ans
     names = sum(any(label_in(a, lab) for lab in labels) for a in all_answers)
@@ -189,7 +191,8 @@ def evaluate_base(
             for a, q in zip(vqa_ans, vqa, strict=True)
         )
         / max(1, len(vqa)),
-        "vqa_choice_accuracy": sum(best[id(q)][1] == q["answer"] for q in vqa) / max(1, len(vqa)),
+        "vqa_choice_accuracy": sum(k == q["answer"] for k, q in zip(picked, vqa, strict=True))
+        / max(1, len(vqa)),
         "names_species": names / max(1, len(all_answers)),
         "species_accuracy": sum(label_in(a, r["label"]) for a, r in zip(species_ans, rows, strict=True))
         / max(1, len(rows)),

@@ -61,11 +61,10 @@ def _dense_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> tor
     with torch.autocast(x.device.type, enabled=False):
         delta = (b.float() @ a.float()) * self.scaling[name]
         weight = base.weight.float() + delta
-    if not torch.is_autocast_enabled(x.device.type):
+    bias = base.bias
+    if not torch.is_autocast_enabled(x.device.type):  # autocast casts both itself
         weight = weight.to(x.dtype)
-    bias = (
-        base.bias if base.bias is None or torch.is_autocast_enabled(x.device.type) else base.bias.to(x.dtype)
-    )
+        bias = bias if bias is None else bias.to(x.dtype)
     return F.linear(x, weight, bias)
 
 

@@ -65,14 +65,14 @@ def batch_for(
     )
 
 
-def token_loss(
+def _answer_logits(
     model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device
-) -> tuple[torch.Tensor, int]:
-    """(sum of next-token cross-entropy over supervised positions, number of such positions).
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fp32 logits, their next-token targets) from the batch's first supervised position on.
 
-    Logits are computed only from the batch's first supervised position on (``logits_to_keep``,
-    where the model takes it): the prompt, image tokens included, is often half the sequence,
-    and its vocabulary projection would be thrown away.
+    Logits are computed only from there (``logits_to_keep``, where the model takes it): the
+    prompt, image tokens included, is often half the sequence, and its vocabulary projection
+    would be thrown away.
     """
     labels = batch["labels"].to(device)
     inputs = {k: v.to(device) for k, v in batch.items() if k != "labels" and torch.is_tensor(v)}
@@ -83,7 +83,14 @@ def token_loss(
     keep = labels.shape[1] - first  # positions first .. end; the last one predicts nothing
     extra = {"logits_to_keep": keep} if accepts(model, "logits_to_keep") else {}
     logits = model(**inputs, use_cache=False, **extra).logits[:, -keep:-1].float()
-    target = target[:, first:]
+    return logits, target[:, first:]
+
+
+def token_loss(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device
+) -> tuple[torch.Tensor, int]:
+    """(sum of next-token cross-entropy over supervised positions, number of such positions)."""
+    logits, target = _answer_logits(model, batch, device)
     loss = F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE, reduction="sum"
     )
@@ -99,16 +106,13 @@ def answer_logprobs(
     ``batch_for`` cuts every answer suffix right after the EOS token, so it is each row's last
     supervised position.
     """
-    labels = batch["labels"].to(device)
-    inputs = {k: v.to(device) for k, v in batch.items() if k != "labels" and torch.is_tensor(v)}
-    logits = model(**inputs, use_cache=False).logits[:, :-1].float()
-    target = labels[:, 1:]
+    logits, target = _answer_logits(model, batch, device)
     mask = target != IGNORE
     if not eos:  # drop each row's last supervised position
         last = mask.shape[1] - 1 - mask.flip(1).int().argmax(dim=1)
         mask[torch.arange(len(mask)), last] = False
-    picked = torch.log_softmax(logits, dim=-1).gather(-1, target.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-    return (picked * mask).sum(dim=1)
+    nll = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=IGNORE, reduction="none")
+    return -(nll * mask).sum(dim=1)
 
 
 def _schedule(steps: int, warmup: int):

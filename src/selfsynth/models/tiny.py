@@ -328,6 +328,7 @@ def _build(out: Path, work: Path, s: BaseSettings) -> dict[str, Any]:
     model.model.language_model.set_attn_implementation(s.attention)  # the tower has no attention
     processor = build_processor(tokenizer, s.tower_size, model.config.vision_config.patch_size)
     records = base_data.load_records(world)
+    bf16 = cpu_bf16(s.cpu_precision)  # resolved once: the manifest says which it was
 
     t = time.time()
     feats_path = work / "features.pt"
@@ -340,7 +341,7 @@ def _build(out: Path, work: Path, s: BaseSettings) -> dict[str, Any]:
             processor,
             base_data.LazyImages([r.image for r in records]),
             dtype=torch.float16,
-            bf16=cpu_bf16(s.cpu_precision),
+            bf16=bf16,
         )
         tmp = feats_path.with_name("features.pt.tmp")
         torch.save(feats, tmp)
@@ -379,7 +380,7 @@ def _build(out: Path, work: Path, s: BaseSettings) -> dict[str, Any]:
         "build_version": BUILD_VERSION,
         # "auto" precision resolves per machine, and kernels differ between CPUs: the same
         # settings give another model at float level elsewhere (see docs/architecture.md)
-        "precision": "bf16" if cpu_bf16(s.cpu_precision) else "fp32",
+        "precision": "bf16" if bf16 else "fp32",
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "parameters": n_params,
         "trainable_parameters": n_train,
