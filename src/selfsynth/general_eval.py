@@ -4,9 +4,9 @@ MMStar, MMBench and SEED-Bench ship as TSV files with columns ``index``, ``quest
 columns ``A``, ``B``, ... (some empty), ``answer`` (a letter), ``image`` (base64) and optional
 ``hint`` and ``category``. MMBench stores each image once: a later row's ``image`` may hold the
 ``index`` of the row that carries it. Each item becomes ``[Hint: ...]`` + question + lettered
-options + "Answer with the option's letter."; the model answers greedily and the letter is read
-by ``selfsynth.metrics.parse_letter`` (if no letter is found, an answer containing exactly one
-option's text counts as that option). Accuracy = correct / items, overall and per category.
+options + "Answer with the option's letter."; the model answers greedily and
+``selfsynth.metrics.read_choice`` reads its choice (the stated letter; without one, the one
+option whose text the answer states). Accuracy = correct / items, overall and per category.
 
 The paper's own numbers come from lmms-eval; ``lmms_eval_command`` prints that command for a
 merged model, so the two can be compared.
@@ -29,9 +29,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from selfsynth.errors import DataError
-from selfsynth.metrics import parse_letter
+from selfsynth.metrics import read_choice
 from selfsynth.prompts import vqa_prompt
-from selfsynth.text import normalize
 
 log = logging.getLogger(__name__)
 
@@ -152,16 +151,6 @@ def read_tsv(path: str | Path, limit: int = 0) -> list[MCItem]:
     if not items:
         raise DataError("no items", file=str(p))
     return items
-
-
-def read_choice(answer: str, options: dict[str, str]) -> str | None:
-    """The option an answer picks: its letter, else the one option whose text it contains."""
-    letter = parse_letter(answer, "".join(options))
-    if letter is not None:
-        return letter
-    text = f" {normalize(answer)} "
-    hits = [k for k, v in options.items() if normalize(v) and f" {normalize(v)} " in text]
-    return hits[0] if len(hits) == 1 else None
 
 
 def evaluate_items(

@@ -15,11 +15,12 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from selfsynth.text import first_class, label_in
+from selfsynth.text import first_class, label_in, normalize
 
 # An explicit "answer is X" first; only without one, "option X" or a leading "X." / "(X)".
 _STATED = re.compile(r"\b(?:answer is|answer:)\s*\(?([A-Z])\b")
 _LETTER = re.compile(r"\boption\s*\(?([A-Z])\b|^\s*\(?([A-Z])[\.\):]?(?:\s|$)")
+_STATED_TEXT = re.compile(r"\b(?:answer is|answer:)\s*([^.\n]+)", re.IGNORECASE)
 NONE = "none"  # the confusion-matrix column for answers that name no class
 
 
@@ -48,6 +49,40 @@ def parse_letter(answer: str, letters: str = "ABCD") -> str | None:
         if letter in letters:
             return letter
     return None
+
+
+def read_choice(answer: str, options: Mapping[str, str]) -> str | None:
+    """The option a multiple-choice answer picks: a stated letter, else a stated option text.
+
+    In order: the letter ``parse_letter`` finds; the option whose text an explicit "Answer:
+    <text>" / "the answer is <text>" states (up to the sentence's end); the one option whose
+    text the whole answer states. The text rules are MMBench's for answers without a letter,
+    and how the embedded base model answers (``prompts.vqa_answer``: the value, then checks
+    that name every option). Longer option texts are matched first and taken out, so
+    "slender" is not also read inside "long and slender"; two or more stated options, or
+    none, pick nothing.
+    """
+    letter = parse_letter(answer, "".join(options))
+    if letter is not None:
+        return letter
+    stated = _STATED_TEXT.search(answer)
+    if stated:
+        pick = _option_in(stated.group(1), options)
+        if pick is not None:
+            return pick
+    return _option_in(answer, options)
+
+
+def _option_in(text: str, options: Mapping[str, str]) -> str | None:
+    """The one option whose (normalised) text ``text`` contains, longest texts first; else None."""
+    rest = f" {normalize(text)} "
+    hits = []
+    for key, value in sorted(options.items(), key=lambda kv: -len(normalize(kv[1]))):
+        words = f" {normalize(value)} "
+        if words.strip() and words in rest:
+            hits.append(key)
+            rest = rest.replace(words, "  ")
+    return hits[0] if len(hits) == 1 else None
 
 
 def _classes(rows: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> list[str]:

@@ -111,28 +111,32 @@ def vqa_prompt(question: str, options: dict[str, str]) -> str:
     return f"{question}\n{opts}\nAnswer with the option's letter."
 
 
-# New tokens a model needs to answer in the ``vqa_answer`` form (the value, then four options checked).
-VQA_MAX_NEW_TOKENS = 64
+# New tokens a model needs for a multiple-choice answer: a letter, or the ``vqa_answer`` form
+# ("Wing bars: two yellow wing bars." is 10 tokens of the embedded tokenizer).
+VQA_MAX_NEW_TOKENS = 24
 
 
-def vqa_answer(letter: str, options: dict[str, str]) -> str:
-    """State the right option's text, then check the options in order against it.
+def vqa_answer(letter: str, options: dict[str, str], subject: str = "Answer") -> str:
+    """The training target of a multiple-choice question: what it asks about, then the right option's text.
 
-    "Answer: orange. A. red? No. B. orange? Yes, so the answer is B." The base model and every
-    round's general-ability mix train on this one form. Answering with a letter straight away
-    asks a small decoder to find, in one step, which shuffled option matches what it sees and
-    which letter stands before it; measured on a fresh 4-layer decoder, that look-up stays at
-    chance after 900 steps of nothing else (so does "orange. The answer is B."). The value
-    comes first so that the answer states what the model sees before any letter, and each check
-    compares two pieces of text. "Answer: " puts a space before the value, so its word pieces
-    are the ones of the option lines (a byte-level tokenizer splits "orange" at the start of a
-    text and " orange" after a space into different tokens). ``metrics.parse_letter`` reads the
-    "answer is B" at the end.
+    "Wings: black." (``subject`` names what the question asks about; the world's questions get
+    theirs from ``world.text.vqa_subject``). The base model and every round's general-ability
+    mix train on this one form; ``metrics.read_choice`` reads the choice as the option whose
+    text the answer states, the rule MMBench applies to answers without a letter.
+
+    Why the subject first: crown, wings, beak and legs share one set of colour options, and a
+    build answering "Answer: <colour>." named the crown's colour for the wings (wing colour
+    right in 32 % of questions while its descriptions stated it right in 77 %). Named just
+    before the value, the part is what the decoder attends from, as in its descriptions and
+    open answers ("its wings are black").
+
+    Why no letter: a letter has to be looked up, by content, in the shuffled option list, and
+    the embedded 4-layer decoder does not learn that look-up in its budget. On fresh decoders,
+    800 steps of text-only drills whose prompt states the right option, the letter stayed at
+    chance (20-29 %) with the letter straight after the value, with options written "orange
+    (B)" so the letter follows the text, with the options restated before the answer, and with
+    checks of each option in turn ("A. red? No. B. orange? Yes, so the answer is B": the Yes
+    followed the check's position, not the value), even with 30 % of the rows given to content
+    look-up drills (docs/architecture.md).
     """
-    checks = [f"Answer: {options[letter]}."]
-    for key, text in sorted(options.items()):
-        if key == letter:
-            checks.append(f"{key}. {text}? Yes, so the answer is {key}.")
-            break
-        checks.append(f"{key}. {text}? No.")
-    return " ".join(checks)
+    return f"{subject}: {options[letter]}."

@@ -51,15 +51,30 @@ def test_parse_letter():
     assert parse_letter("The answer is E.") is None
 
 
-def test_vqa_answer_names_the_value_then_checks_options_up_to_it():
-    from selfsynth.prompts import vqa_answer
+def test_vqa_answer_names_the_subject_then_the_value_and_read_choice_reads_it():
+    from selfsynth.data.world.text import QUESTIONS, vqa_subject
+    from selfsynth.metrics import read_choice
+    from selfsynth.prompts import VQA_MAX_NEW_TOKENS, vqa_answer
 
-    options = {"A": "red", "B": "long and slender", "C": "blue", "D": "black"}
-    answer = vqa_answer("B", options)
-    assert answer == "Answer: long and slender. A. red? No. B. long and slender? Yes, so the answer is B."
-    assert parse_letter(answer) == "B"
-    assert parse_letter(vqa_answer("A", options)) == "A" and "C." not in vqa_answer("A", options)
-    assert vqa_answer("D", options).startswith("Answer: black. A. red? No.")
+    options = {"A": "slender", "B": "long and slender", "C": "blue", "D": "Black"}
+    assert vqa_answer("B", options) == "Answer: long and slender."
+    assert vqa_answer("D", options, vqa_subject("wing_colour")) == "Wings: Black."
+    assert parse_letter(vqa_answer("A", options, "Beak")) is None  # no letter is claimed
+    for key in options:
+        # "slender" is not also read inside "long and slender"
+        assert read_choice(vqa_answer(key, options, vqa_subject("beak_shape")), options) == key
+    assert read_choice("the answer is black", options) == "D"  # case and punctuation do not matter
+    assert read_choice("The answer is C. long and slender", options) == "C"  # a stated letter wins
+    assert read_choice("Answer: blue. A. slender? Yes.", options) == "C"  # the stated value decides
+    assert read_choice("slender or blue", options) is None  # two options: no choice
+    assert read_choice("Answer: long and slender, or just slender", options) is None
+    assert read_choice("no idea", options) is None
+    # every world question kind has its own subject, and none is an option of another kind
+    assert all(vqa_subject(k) != "Answer" for k in QUESTIONS)
+    assert (
+        len(vqa_answer("A", {"A": "walking on the ground"}, vqa_subject("pose")).split()) + 8
+        <= VQA_MAX_NEW_TOKENS
+    )
 
 
 def test_repeated_phrase_ignores_the_label_named_twice():

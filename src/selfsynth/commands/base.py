@@ -26,6 +26,7 @@ _BUILD_FLAGS = (
     "describe_targets",
     "attention",
     "probe_readout",
+    "probe_scene",
 )
 
 
@@ -77,6 +78,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="auxiliary part probe: linear heads, or value words in the decoder's embeddings "
         f"(default {default.probe_readout})",
+    )
+    b.add_argument(
+        "--probe-scene",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"the part probe also reads pose, facing and background (default {default.probe_scene})",
     )
     b.add_argument("--threads", type=int, default=2, help="torch CPU threads (0 = leave as is)")
     b.add_argument(

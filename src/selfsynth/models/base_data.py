@@ -21,6 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from selfsynth.data.world.text import vqa_subject
 from selfsynth.io import read_json, read_jsonl
 from selfsynth.models.part_probe import PartTargets, part_targets
 from selfsynth.models.pretrain import Triple
@@ -204,7 +205,7 @@ def tokenizer_corpus(world: Path, s: Any) -> Iterator[str]:
         yield from r["captions"]
     for q in read_jsonl(world / "vqa.jsonl"):
         yield vqa_prompt(q["question"], q["options"])
-        yield vqa_answer(q["answer"], q["options"])
+        yield vqa_answer(q["answer"], q["options"], vqa_subject(q["kind"]))
     pools = pools_for("birds")
     for pool in (pools.describe, pools.simple, pools.explain, pools.cot, BRIEF_PROMPTS, NO_NAME_ANSWERS):
         yield from pool
@@ -319,7 +320,11 @@ def make_triples(
                 items.extend(Triple(i, p, full) for p in rng.sample(pools.describe, 2))
         for q in vqa(rec.attributes, rec.visible_parts, rec.scene, rng, vqa_per_image):
             items.append(
-                Triple(i, vqa_prompt(q["question"], q["options"]), vqa_answer(q["answer"], q["options"]))
+                Triple(
+                    i,
+                    vqa_prompt(q["question"], q["options"]),
+                    vqa_answer(q["answer"], q["options"], vqa_subject(q["kind"])),
+                )
             )
         items.extend(_open_questions(rec, rng, open_per_image))
         if rng.random() < 0.5:
@@ -359,19 +364,36 @@ def text_drills(
             q = vqa(rec.attributes, rec.visible_parts, rec.scene, rng, 1)[0]
             hint = rng.choice(("Hint: {}.", "Someone says: {}.", "The right option is: {}."))
             prompt = hint.format(q["options"][q["answer"]]) + "\n" + vqa_prompt(q["question"], q["options"])
-            out.append(Triple(-1, prompt, vqa_answer(q["answer"], q["options"])))
+            out.append(Triple(-1, prompt, vqa_answer(q["answer"], q["options"], vqa_subject(q["kind"]))))
     return out
 
 
-def part_targets_for(records: Sequence[ImageRecord]) -> PartTargets:
-    """Visible part values per image, for the pretraining loop's auxiliary part probe."""
-    from selfsynth.data.world.phrases import PARTS
-    from selfsynth.data.world.text import OPTION_WORDS
+def part_targets_for(records: Sequence[ImageRecord], *, scene: bool = False) -> PartTargets:
+    """Visible part values per image, for the pretraining loop's auxiliary part probe.
 
+    ``scene``: pose, facing and background join the parts (always shown). Why: the decoder
+    learns them from its text targets alone much more slowly than parts that the probe
+    drives; a build without them answered "which way is the bird facing?" right 61 % of the
+    time (left / right) against 86-100 % for most parts.
+    """
+    from selfsynth.data.world.phrases import PARTS
+    from selfsynth.data.world.text import OPTION_WORDS, SCENE_OPTIONS
+
+    values = dict(PARTS)
+    words = dict(OPTION_WORDS)
+    attributes = [dict(r.attributes) for r in records]
+    visible = [list(r.visible_parts) for r in records]
+    if scene:
+        for kind, options in SCENE_OPTIONS.items():
+            real = [v for v in options if not v.startswith("_")]  # "_a", "_b": distractors only
+            values[kind] = real
+            words[kind] = {v: options[v] for v in real}
+            for rec, attrs, vis in zip(records, attributes, visible, strict=True):
+                if rec.scene.get(kind) in real:
+                    attrs[kind] = rec.scene[kind]
+                    vis.append(kind)
     # values are named as the world's multiple-choice options name them ("short and conical")
-    return part_targets(
-        [r.attributes for r in records], [r.visible_parts for r in records], PARTS, words=OPTION_WORDS
-    )
+    return part_targets(attributes, visible, values, words=words)
 
 
 def world_species_labels(world: Path) -> list[str]:

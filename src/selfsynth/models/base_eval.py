@@ -7,13 +7,15 @@ every image and species is new to the model. Figures (all on the held-out test s
   the part's value (read by ``vocab.parse_attributes``), the fraction stated correctly; also
   ``parts_mentioned`` (visible parts stated per description) and ``hidden_stated`` (statements
   about parts the image does not show, per description). Greedy and at T=1.0.
-- ``vqa_accuracy``: the world's four-option questions, greedy, letter read by ``parse_letter``;
-  ``vqa_value_accuracy``: answers whose first sentence is the right option's text (the
-  ``prompts.vqa_answer`` form states the value before checking the options), which shows
-  whether a wrong letter comes from seeing wrong or from the checks.
+- ``vqa_accuracy``: the world's four-option questions, greedy, the choice read by
+  ``metrics.read_choice`` (a stated letter, else the one option whose text the answer states:
+  MMBench's rule; the embedded base answers "Answer: <text>.", see ``prompts.vqa_answer``);
+  ``vqa_letters``: the fraction of answers that state a letter; ``vqa_by_kind``: accuracy per
+  question kind (part, pose, facing, background, hidden part).
   ``vqa_choice_accuracy``: the same questions by option likelihood (as SEED-Bench and the
-  lm-eval harness score multiple choice): the option whose "Answer: <text>." the model finds
-  most probable is its choice. It reads what the model sees, free of how it words a letter.
+  lm-eval harness score multiple choice): the option whose answer in the trained form
+  (``prompts.vqa_answer``, "Wings: <text>.") the model finds most probable is its choice. It
+  reads what the model sees, free of how it words its answer.
 - ``names_species``: fraction of answers (descriptions and species questions) that contain any
   species name of the world; ``species_accuracy``: answers to "What species is this bird?"
   that contain the true name, against ``chance`` = 1 / species.
@@ -32,9 +34,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from selfsynth.data.world.text import vqa_subject
 from selfsynth.io import read_json, read_jsonl
-from selfsynth.metrics import parse_letter
-from selfsynth.prompts import VQA_MAX_NEW_TOKENS, concept_prompt, pools_for, vqa_prompt
+from selfsynth.metrics import parse_letter, read_choice
+from selfsynth.prompts import VQA_MAX_NEW_TOKENS, concept_prompt, pools_for, vqa_answer, vqa_prompt
 from selfsynth.text import label_in, normalize
 
 logger = logging.getLogger(__name__)
@@ -159,7 +162,7 @@ def evaluate_base(
         scores = vlm.answer_logprobs(
             [str(world / q["image"]) for q, _ in choices],
             [vqa_prompt(q["question"], q["options"]) for q, _ in choices],
-            [f"Answer: {q['options'][k]}." for q, k in choices],
+            [vqa_answer(k, q["options"], vqa_subject(q.get("kind", ""))) for q, k in choices],
             batch_size=batch_size,
         )
     picked, at = [], 0  # choices run question by question, options in sorted order
@@ -168,6 +171,7 @@ def evaluate_base(
         group = scores[at : at + len(keys)]
         picked.append(keys[group.index(max(group))])
         at += len(keys)
+    vqa_right = [read_choice(a, q["options"]) == q["answer"] for a, q in zip(vqa_ans, vqa, strict=True)]
     flat_sampled = [t for group in sampled for t in group]
     all_answers = greedy + flat_sampled + species_ans
     names = sum(any(label_in(a, lab) for lab in labels) for a in all_answers)
@@ -184,13 +188,9 @@ def evaluate_base(
         "prompts": describe,
         "greedy": attribute_scores(greedy, [r for r, _ in pairs]),
         "sampled": attribute_scores(flat_sampled, [r for r, _ in pairs for _ in range(samples)]),
-        "vqa_accuracy": sum(parse_letter(a) == q["answer"] for a, q in zip(vqa_ans, vqa, strict=True))
-        / max(1, len(vqa)),
-        "vqa_value_accuracy": sum(
-            normalize(a.split(". ", 1)[0].removeprefix("Answer:")) == normalize(q["options"][q["answer"]])
-            for a, q in zip(vqa_ans, vqa, strict=True)
-        )
-        / max(1, len(vqa)),
+        "vqa_accuracy": sum(vqa_right) / max(1, len(vqa)),
+        "vqa_letters": sum(parse_letter(a) is not None for a in vqa_ans) / max(1, len(vqa)),
+        "vqa_by_kind": _by_kind([q.get("kind", "?") for q in vqa], vqa_right),
         "vqa_choice_accuracy": sum(k == q["answer"] for k, q in zip(picked, vqa, strict=True))
         / max(1, len(vqa)),
         "names_species": names / max(1, len(all_answers)),
@@ -217,6 +217,13 @@ def evaluate_base(
     return result
 
 
+def _by_kind(kinds: Sequence[str], right: Sequence[bool]) -> dict[str, dict[str, float]]:
+    out: dict[str, list[bool]] = {}
+    for k, r in zip(kinds, right, strict=True):
+        out.setdefault(k, []).append(r)
+    return {k: {"n": len(v), "accuracy": sum(v) / len(v)} for k, v in sorted(out.items())}
+
+
 def format_report(res: dict[str, Any]) -> str:
     """A few lines for the command line."""
     g, s = res["greedy"], res["sampled"]
@@ -227,7 +234,7 @@ def format_report(res: dict[str, Any]) -> str:
         f"(parts stated per description: {g['parts_mentioned']:.1f} / {s['parts_mentioned']:.1f} of "
         f"{g['visible_parts']:.1f} visible; hidden parts stated {g['hidden_stated']:.2f} / {s['hidden_stated']:.2f})",
         f"generic VQA         {res['vqa_accuracy']:.1%} ({res['world']['vqa_items']} items; "
-        f"value stated right {res.get('vqa_value_accuracy', 0.0):.1%}; "
+        f"stating a letter {res.get('vqa_letters', 0.0):.1%}; "
         f"by option likelihood {res.get('vqa_choice_accuracy', 0.0):.1%})",
         f"names a species     {res['names_species']:.2%} of answers; species accuracy "
         f"{res['species_accuracy']:.1%} (chance {res['chance']:.1%})",

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from selfsynth.io import iter_jsonl, read_json, write_json, write_jsonl
-from selfsynth.metrics import answer_metrics, parse_letter
+from selfsynth.metrics import answer_metrics, read_choice
 from selfsynth.prompts import VQA_MAX_NEW_TOKENS, vqa_prompt
 from selfsynth.records import Example
 from selfsynth.runs import Stage, chunk_seed, stage_fp
@@ -102,7 +102,9 @@ def run_evaluate(
                 max_new_tokens=VQA_MAX_NEW_TOKENS,
                 batch_size=cfg.batch_size,
             )
-            correct = [parse_letter(o[0]) == r["answer"] for o, r in zip(outs, items, strict=True)]
+            correct = [
+                read_choice(o[0], r["options"]) == r["answer"] for o, r in zip(outs, items, strict=True)
+            ]
             metrics["general_vqa"] = sum(correct) / len(correct)
             metrics["general_n"] = len(correct)
     write_jsonl(stage.dir / "samples.jsonl", rows)

@@ -108,6 +108,24 @@ QUESTIONS = {
     "background": "What is behind the bird?",
     "hidden": "Which of these parts is hidden in this picture?",
 }
+# What each kind of question asks about, as a multiple-choice answer names it before the value
+# (``prompts.vqa_answer``: "Wings: black.").
+VQA_SUBJECTS = {
+    **{part: noun.capitalize() for part, noun in PART_NOUNS.items()},
+    "size": "Size",
+    "face": "Eye marking",
+    "pose": "Pose",
+    "facing": "Facing",
+    "background": "Background",
+    "hidden": "Hidden",
+}
+
+
+def vqa_subject(kind: str) -> str:
+    """What a world VQA answer names before the value ("Wings"); "Answer" for a kind without one."""
+    return VQA_SUBJECTS.get(kind, "Answer")
+
+
 SCENE_OPTIONS = {
     "pose": {"perched": "perched", "flying": "flying", "_a": "swimming", "_b": "walking on the ground"},
     "facing": {"left": "left", "right": "right", "_a": "up", "_b": "down"},
