@@ -57,10 +57,9 @@ def read_choice(answer: str, options: Mapping[str, str]) -> str | None:
     In order: the letter ``parse_letter`` finds; the option whose text an explicit "Answer:
     <text>" / "the answer is <text>" states (up to the sentence's end); the one option whose
     text the whole answer states. The text rules are MMBench's for answers without a letter,
-    and how the embedded base model answers (``prompts.vqa_answer``: the value, then checks
-    that name every option). Longer option texts are matched first and taken out, so
-    "slender" is not also read inside "long and slender"; two or more stated options, or
-    none, pick nothing.
+    and read how the embedded base model answers (``prompts.vqa_answer``: "Wings: black.").
+    Longer option texts are matched first and taken out, so "slender" is not also read inside
+    "long and slender"; two or more stated options, or none, pick nothing.
     """
     letter = parse_letter(answer, "".join(options))
     if letter is not None:

@@ -374,7 +374,7 @@ def part_targets_for(records: Sequence[ImageRecord], *, scene: bool = False) -> 
     ``scene``: pose, facing and background join the parts (always shown). Why: the decoder
     learns them from its text targets alone much more slowly than parts that the probe
     drives; a build without them answered "which way is the bird facing?" right 61 % of the
-    time (left / right) against 86-100 % for most parts.
+    time (left / right) against 86-100 % for six of the ten parts.
     """
     from selfsynth.data.world.phrases import PARTS
     from selfsynth.data.world.text import OPTION_WORDS, SCENE_OPTIONS

@@ -9,7 +9,7 @@ every image and species is new to the model. Figures (all on the held-out test s
   about parts the image does not show, per description). Greedy and at T=1.0.
 - ``vqa_accuracy``: the world's four-option questions, greedy, the choice read by
   ``metrics.read_choice`` (a stated letter, else the one option whose text the answer states:
-  MMBench's rule; the embedded base answers "Answer: <text>.", see ``prompts.vqa_answer``);
+  MMBench's rule; the embedded base answers "Wings: <text>.", see ``prompts.vqa_answer``);
   ``vqa_letters``: the fraction of answers that state a letter; ``vqa_by_kind``: accuracy per
   question kind (part, pose, facing, background, hidden part).
   ``vqa_choice_accuracy``: the same questions by option likelihood (as SEED-Bench and the
