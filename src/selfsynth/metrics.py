@@ -76,11 +76,11 @@ def _option_in(text: str, options: Mapping[str, str]) -> str | None:
     """The one option whose (normalised) text ``text`` contains, longest texts first; else None."""
     rest = f" {normalize(text)} "
     hits = []
-    for key, value in sorted(options.items(), key=lambda kv: -len(normalize(kv[1]))):
-        words = f" {normalize(value)} "
-        if words.strip() and words in rest:
+    named = {key: normalize(value) for key, value in options.items()}
+    for key, value in sorted(named.items(), key=lambda kv: -len(kv[1])):
+        if value and f" {value} " in rest:
             hits.append(key)
-            rest = rest.replace(words, "  ")
+            rest = rest.replace(f" {value} ", "  ")
     return hits[0] if len(hits) == 1 else None
 
 

@@ -8,8 +8,10 @@ question of a kind is the evaluation question. ``{noun}`` is the kind's object w
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from selfsynth.errors import ConfigError
 
@@ -141,3 +143,15 @@ def vqa_answer(letter: str, options: dict[str, str], subject: str = "Answer") ->
     look-up drills (docs/architecture.md).
     """
     return f"{subject}: {options[letter]}."
+
+
+def world_vqa_answer(item: Mapping[str, Any], letter: str | None = None) -> str:
+    """``vqa_answer`` for one of the world's VQA items (``kind``, ``options``, ``answer``).
+
+    The answer for the item's right option, or for ``letter``'s (likelihood scoring asks for
+    each option), under the subject of the item's kind: one place decides the form that the
+    base's pretraining, its drills, every round's general mix and the evaluation share.
+    """
+    from selfsynth.data.world.text import vqa_subject
+
+    return vqa_answer(letter or item["answer"], item["options"], vqa_subject(item.get("kind", "")))

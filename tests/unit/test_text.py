@@ -69,6 +69,11 @@ def test_vqa_answer_names_the_subject_then_the_value_and_read_choice_reads_it():
     assert read_choice("slender or blue", options) is None  # two options: no choice
     assert read_choice("Answer: long and slender, or just slender", options) is None
     assert read_choice("no idea", options) is None
+    # a world VQA item's answer: its right option (or a given letter's) under its kind's subject
+    from selfsynth.prompts import world_vqa_answer
+
+    item = {"kind": "wing_colour", "options": options, "answer": "C"}
+    assert world_vqa_answer(item) == "Wings: blue." and world_vqa_answer(item, "D") == "Wings: Black."
     # every world question kind has its own subject, and none is an option of another kind
     assert all(vqa_subject(k) != "Answer" for k in QUESTIONS)
     assert (

@@ -21,11 +21,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from selfsynth.data.world.text import vqa_subject
 from selfsynth.io import read_json, read_jsonl
 from selfsynth.models.part_probe import PartTargets, part_targets
 from selfsynth.models.pretrain import Triple
-from selfsynth.prompts import concept_prompt, pools_for, vqa_answer, vqa_prompt
+from selfsynth.prompts import concept_prompt, pools_for, vqa_prompt, world_vqa_answer
 
 # Describe prompts that ask for everything visible get the full caption styles (0: sentences,
 # 3: feature list); brief prompts get every style. The world writes a record's captions in
@@ -205,7 +204,7 @@ def tokenizer_corpus(world: Path, s: Any) -> Iterator[str]:
         yield from r["captions"]
     for q in read_jsonl(world / "vqa.jsonl"):
         yield vqa_prompt(q["question"], q["options"])
-        yield vqa_answer(q["answer"], q["options"], vqa_subject(q["kind"]))
+        yield world_vqa_answer(q)
     pools = pools_for("birds")
     for pool in (pools.describe, pools.simple, pools.explain, pools.cot, BRIEF_PROMPTS, NO_NAME_ANSWERS):
         yield from pool
@@ -323,7 +322,7 @@ def make_triples(
                 Triple(
                     i,
                     vqa_prompt(q["question"], q["options"]),
-                    vqa_answer(q["answer"], q["options"], vqa_subject(q["kind"])),
+                    world_vqa_answer(q),
                 )
             )
         items.extend(_open_questions(rec, rng, open_per_image))
@@ -364,7 +363,7 @@ def text_drills(
             q = vqa(rec.attributes, rec.visible_parts, rec.scene, rng, 1)[0]
             hint = rng.choice(("Hint: {}.", "Someone says: {}.", "The right option is: {}."))
             prompt = hint.format(q["options"][q["answer"]]) + "\n" + vqa_prompt(q["question"], q["options"])
-            out.append(Triple(-1, prompt, vqa_answer(q["answer"], q["options"], vqa_subject(q["kind"]))))
+            out.append(Triple(-1, prompt, world_vqa_answer(q)))
     return out
 
 

@@ -34,10 +34,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from selfsynth.data.world.text import vqa_subject
 from selfsynth.io import read_json, read_jsonl
 from selfsynth.metrics import parse_letter, read_choice
-from selfsynth.prompts import VQA_MAX_NEW_TOKENS, concept_prompt, pools_for, vqa_answer, vqa_prompt
+from selfsynth.prompts import VQA_MAX_NEW_TOKENS, concept_prompt, pools_for, vqa_prompt, world_vqa_answer
 from selfsynth.text import label_in, normalize
 
 logger = logging.getLogger(__name__)
@@ -162,7 +161,7 @@ def evaluate_base(
         scores = vlm.answer_logprobs(
             [str(world / q["image"]) for q, _ in choices],
             [vqa_prompt(q["question"], q["options"]) for q, _ in choices],
-            [vqa_answer(k, q["options"], vqa_subject(q.get("kind", ""))) for q, k in choices],
+            [world_vqa_answer(q, k) for q, k in choices],
             batch_size=batch_size,
         )
     picked, at = [], 0  # choices run question by question, options in sorted order

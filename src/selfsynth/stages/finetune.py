@@ -13,9 +13,8 @@ import random
 from dataclasses import asdict
 from pathlib import Path
 
-from selfsynth.data.world.text import vqa_subject
 from selfsynth.io import iter_jsonl, write_jsonl
-from selfsynth.prompts import vqa_answer, vqa_prompt
+from selfsynth.prompts import vqa_prompt, world_vqa_answer
 from selfsynth.records import QA
 from selfsynth.runs import Stage, stage_fp
 from selfsynth.stages.context import Context
@@ -53,7 +52,7 @@ def general_pairs(ctx: Context) -> list[QA]:
                         f"vqa:{n}",
                         str(root / r["image"]),
                         vqa_prompt(r["question"], r["options"]),
-                        vqa_answer(r["answer"], r["options"], vqa_subject(r.get("kind", ""))),
+                        world_vqa_answer(r),
                         "",
                         "general",
                     )
