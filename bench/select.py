@@ -23,7 +23,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from selfsynth.stages.select import ib_scores  # noqa: E402
+from selfsynth.stages.ib_score import ib_scores  # noqa: E402
 
 
 def unit(x: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 
 def _register_models() -> None:
     with contextlib.suppress(ImportError):  # transformers or torch missing: nothing to register
-        from selfsynth.models import tower  # noqa: F401  (registration side effect)
+        from selfsynth.basevlm import tower_config  # noqa: F401  (registration side effect)
 
 
 class _AfterImport(importlib.abc.Loader):

@@ -47,7 +47,7 @@ def run(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True) -> dict[s
     from selfsynth.stages.evaluate import run_evaluate
     from selfsynth.stages.finetune import run_finetune
     from selfsynth.stages.sample import run_sample
-    from selfsynth.stages.selection import run_select
+    from selfsynth.stages.select import run_select
     from selfsynth.stages.synthesize import run_synthesize
 
     t0 = time.time()

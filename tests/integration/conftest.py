@@ -38,7 +38,7 @@ def micro_world(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def micro_base(tmp_path_factory):
-    from selfsynth.models.tiny import ensure_base_model
+    from selfsynth.basevlm.build import ensure_base_model
 
     return ensure_base_model(cache_dir=tmp_path_factory.mktemp("base-cache"), **MICRO_BASE)
 

@@ -75,7 +75,7 @@ def test_two_processes_match_one(tmp_path):
                 + "\n"
             )
     args = [str(model), str(tmp_path / "train.jsonl")]
-    one = _run([sys.executable, "-m", "selfsynth.models.sft_cli", *args, str(tmp_path / "one"), *OVERRIDES])
+    one = _run([sys.executable, "-m", "selfsynth.commands.sft", *args, str(tmp_path / "one"), *OVERRIDES])
     accelerate = [
         sys.executable,
         "-m",
@@ -90,7 +90,7 @@ def test_two_processes_match_one(tmp_path):
         "--dynamo_backend",
         "no",
         "-m",
-        "selfsynth.models.sft_cli",
+        "selfsynth.commands.sft",
     ]
     two = _run([*accelerate, *args, str(tmp_path / "two"), *OVERRIDES])
     assert one["processes"] == 1 and two["processes"] == 2

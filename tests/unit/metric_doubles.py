@@ -6,7 +6,7 @@ import hashlib
 
 import numpy as np
 
-from selfsynth.metrics_words import content_words
+from selfsynth.metrics.words import content_words
 
 
 class BagEncoder:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from selfsynth.metrics import answer_metrics
-from selfsynth.metrics_grounding import cite_phrases
+from selfsynth.metrics.answers import answer_metrics
+from selfsynth.metrics.grounding import cite_phrases
 
 BANK = {
     "Red Finch": ["red crown", "conical beak", "white wing bars"],

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from selfsynth.errors import ConfigError, DataError
-from selfsynth.stages.contrastive import negatives, rs_score, rs_scores
+from selfsynth.stages.rs_score import negatives, rs_score, rs_scores
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -12,8 +12,8 @@ from PIL import Image
 
 from selfsynth.cli import main
 from selfsynth.errors import DataError
-from selfsynth.general_eval import PAPER_TASKS, evaluate_items, lmms_eval_command, read_tsv
-from selfsynth.metrics import read_choice
+from selfsynth.metrics.answers import read_choice
+from selfsynth.metrics.benchmark import PAPER_TASKS, evaluate_items, lmms_eval_command, read_tsv
 
 
 def _png(color: tuple[int, int, int]) -> str:

@@ -9,7 +9,7 @@ import pytest
 
 from selfsynth.config import ConceptsConfig
 from selfsynth.errors import ConfigError, DataError, ExpertError
-from selfsynth.models.expert import FileSource, get_concept_source, parse_bullets
+from selfsynth.experts.sources import FileSource, get_concept_source, parse_bullets
 
 # ---------------------------------------------------------------- parse_bullets
 

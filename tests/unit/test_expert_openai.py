@@ -14,7 +14,7 @@ import pytest
 
 from selfsynth.config import ConceptsConfig, OpenAIConfig
 from selfsynth.errors import ExpertError
-from selfsynth.models.expert import get_concept_source
+from selfsynth.experts.sources import get_concept_source
 
 KEY = "sk-test-9f8e7d6c5b4a-UNIQUE-SECRET"
 GOOD = "Here are the features:\n- **Red** crown.\n- forked tail\n- white wing bars\n\nHope this helps!"

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from metric_doubles import BagEncoder, FixedFluency
 
-from selfsynth.metrics import accuracy, answer_metrics, confusion, parse_letter
-from selfsynth.metrics_explain import cognition_scores, explanation_flags
+from selfsynth.metrics.answers import accuracy, answer_metrics, confusion, parse_letter
+from selfsynth.metrics.explain import cognition_scores, explanation_flags
 
 LABELS = ["Tern", "Arctic Tern", "Black Tern", "pneumonia", "normal", "Crème Brûlée Finch"]
 BANK = {

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from selfsynth.models.fluency import FluencyScorer, gguf_source
+from selfsynth.metrics.fluency import FluencyScorer, gguf_source
 
 WORDS = [
     "<s>",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from selfsynth.metrics import answer_metrics
-from selfsynth.metrics_grounding import cite_phrases, default_citer, grounding
+from selfsynth.metrics.answers import answer_metrics
+from selfsynth.metrics.grounding import cite_phrases, default_citer, grounding
 
 BANK = {
     "Tern": ["black cap", "orange beak", "forked tail", "short legs"],

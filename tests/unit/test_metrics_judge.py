@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from selfsynth.config import OpenAIConfig
-from selfsynth.metrics import answer_metrics
-from selfsynth.models.judge import Judge, JudgeError, parse_score, parse_yes_no
+from selfsynth.metrics.answers import answer_metrics
+from selfsynth.metrics.judge import Judge, JudgeError, parse_score, parse_yes_no
 
 SECRET = "sk-test-not-a-real-key-123"
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from selfsynth.errors import ConfigError, DataError
-from selfsynth.stages.select import ib_scores, select, select_concepts
+from selfsynth.stages.ib_score import ib_scores, select, select_concepts
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -78,7 +78,7 @@ def test_ragged_descriptions_match_direct_formula():
 
 def test_own_descriptions_dominating_stays_finite_and_exact(caplog):
     """Own terms nearly all of the total: log(e^L - e^B) would cancel to -inf without the direct path."""
-    caplog.set_level("DEBUG", logger="selfsynth.stages.select")
+    caplog.set_level("DEBUG", logger="selfsynth.stages.ib_score")
     concepts = _unit(np.eye(4, 8) + 0.01)
     descs = np.stack(
         [np.repeat(concepts[i : i + 1], 3, axis=0) for i in range(4)]

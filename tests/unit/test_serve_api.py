@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from tiny_models import build_llava, make_images
 
-from selfsynth.metrics_words import content_words
+from selfsynth.metrics.words import content_words
 from selfsynth.models.vlm import VLM
 from selfsynth.serve.protocol import Limits
 from selfsynth.serve.server import ServerThread, create_app

@@ -1,4 +1,4 @@
-from selfsynth.metrics import accuracy, parse_letter
+from selfsynth.metrics.answers import accuracy, parse_letter
 from selfsynth.text import first_class, label_in, mentions, names_label, normalize
 
 CLASSES = ["Tern", "Arctic Tern", "pneumonia", "normal", "Black footed Albatross", "Crème Brûlée Finch"]
@@ -53,7 +53,7 @@ def test_parse_letter():
 
 def test_vqa_answer_names_the_subject_then_the_value_and_read_choice_reads_it():
     from selfsynth.data.world.text import QUESTIONS, vqa_subject
-    from selfsynth.metrics import read_choice
+    from selfsynth.metrics.answers import read_choice
     from selfsynth.prompts import VQA_MAX_NEW_TOKENS, vqa_answer
 
     options = {"A": "slender", "B": "long and slender", "C": "blue", "D": "Black"}

@@ -14,9 +14,11 @@ torch = pytest.importorskip("torch")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import selfsynth  # noqa: E402,F401
+from selfsynth.basevlm import build as tiny  # noqa: E402
+from selfsynth.basevlm import corpus as base_data  # noqa: E402
+from selfsynth.basevlm import pretrain  # noqa: E402
+from selfsynth.basevlm.tokenizer import CHAT_TEMPLATE, IMAGE_TOKEN, render_prompt, train_tokenizer  # noqa: E402
 from selfsynth.errors import ConfigError  # noqa: E402
-from selfsynth.models import base_data, pretrain, tiny  # noqa: E402
-from selfsynth.models.tokenizer_build import CHAT_TEMPLATE, IMAGE_TOKEN, render_prompt, train_tokenizer  # noqa: E402
 
 TINY = dict(
     species=2,
@@ -119,7 +121,7 @@ def test_scene_targets_follow_the_parts_with_their_option_words(world):
 
 
 def test_word_readout_scores_values_by_the_decoders_embeddings(world):
-    from selfsynth.models.part_probe import PartProbe
+    from selfsynth.basevlm.probe import PartProbe
 
     s, tok, model, feats, triples = _setup(world)
     parts = base_data.part_targets_for(base_data.load_records(world))
@@ -246,7 +248,7 @@ def test_describe_prompts_get_noun_first_descriptions_of_every_visible_part(worl
 
 
 def test_text_drills_are_text_only_and_answerable_from_the_prompt(world):
-    from selfsynth.metrics import read_choice
+    from selfsynth.metrics.answers import read_choice
 
     records = base_data.load_records(world)
     drills = base_data.text_drills(records, seed=0, n=60)
@@ -407,8 +409,8 @@ def test_killed_build_resumes_from_its_work_folder(tmp_path, monkeypatch):
 
 
 def test_attribute_scores_count_right_wrong_and_hidden_statements(world):
+    from selfsynth.basevlm.evaluate import attribute_scores, distinct_n
     from selfsynth.io import read_jsonl
-    from selfsynth.models.base_eval import attribute_scores, distinct_n
 
     rows = read_jsonl(world / "train.jsonl")
     caps = {r["id"]: r["captions"][0] for r in read_jsonl(world / "captions.jsonl")}

@@ -11,9 +11,9 @@ torch = pytest.importorskip("torch")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import selfsynth  # noqa: E402,F401  (registers the tower)
-from selfsynth.models import tower_model  # noqa: E402
-from selfsynth.models.tokenizer_build import train_tokenizer  # noqa: E402
-from selfsynth.models.tower import MODEL_TYPE, EfficientNetTowerConfig  # noqa: E402
+from selfsynth.basevlm import tower as tower_model  # noqa: E402
+from selfsynth.basevlm.tokenizer import train_tokenizer  # noqa: E402
+from selfsynth.basevlm.tower_config import MODEL_TYPE, EfficientNetTowerConfig  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -88,7 +88,7 @@ def test_tower_loads_the_bundled_imagenet_weights():
 def _tiny_llava(tmp_path):
     from transformers import LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
-    from selfsynth.models.tiny import build_processor
+    from selfsynth.basevlm.build import build_processor
 
     tok = train_tokenizer(["a red crown and a black beak", "the bird is perched"] * 20, vocab_size=300)
     text = LlamaConfig(

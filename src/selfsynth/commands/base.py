@@ -31,7 +31,7 @@ _BUILD_FLAGS = (
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from selfsynth.models.tiny import SETTING_CHOICES, BaseSettings
+    from selfsynth.basevlm.build import SETTING_CHOICES, BaseSettings
 
     p = sub.add_parser("base", help="build or check the embedded base VLM (tiny LLaVA on the drawn world)")
     verbs = p.add_subparsers(dest="base_command", metavar="VERB")
@@ -106,7 +106,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from selfsynth.models.tiny import build_base_model, default_cache_root, settings_from
+    from selfsynth.basevlm.build import build_base_model, default_cache_root, settings_from
 
     overrides = {k: getattr(args, k) for k in _BUILD_FLAGS if getattr(args, k) is not None}
     settings = settings_from(**overrides)
@@ -123,8 +123,8 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from selfsynth.basevlm.evaluate import evaluate_base, format_report
     from selfsynth.io import write_json
-    from selfsynth.models.base_eval import evaluate_base, format_report
     from selfsynth.models.vlm import check_model_dir
 
     check_model_dir(args.model)

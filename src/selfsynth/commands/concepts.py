@@ -86,7 +86,7 @@ def _labels(args: argparse.Namespace) -> list[str]:
 
 def run_fetch(args: argparse.Namespace) -> int:
     from selfsynth.data.concept_bank import concept_bank_problems, save_concept_bank
-    from selfsynth.models.expert import get_concept_source
+    from selfsynth.experts.sources import get_concept_source
 
     cfg = _concepts_config(args)
     labels = _labels(args)

@@ -39,12 +39,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from selfsynth import pipeline
+    from selfsynth.basevlm.build import ensure_base_model
     from selfsynth.commands.run import summary, write_run_files
     from selfsynth.config import load_config
     from selfsynth.data.world import make_world
     from selfsynth.data.world.make import draw_workers
     from selfsynth.io import read_json, write_json
-    from selfsynth.models.tiny import ensure_base_model
 
     out = Path(args.out).resolve()
     world = out / "world"

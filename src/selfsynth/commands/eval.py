@@ -45,8 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run_general(args: argparse.Namespace, vlm=None) -> int:
     """``vlm`` lets tests inject a model double; the TSV is checked before any model loads."""
     from selfsynth.errors import ConfigError
-    from selfsynth.general_eval import evaluate_items, read_tsv
     from selfsynth.io import write_json
+    from selfsynth.metrics.benchmark import evaluate_items, read_tsv
 
     if args.limit < 0 or args.batch_size < 1 or args.max_new_tokens < 1:
         raise ConfigError("--limit must be >= 0, --batch-size and --max-new-tokens >= 1")
@@ -82,7 +82,7 @@ def run_general(args: argparse.Namespace, vlm=None) -> int:
 
 
 def run_lmms_eval(args: argparse.Namespace) -> int:
-    from selfsynth.general_eval import PAPER_TASKS, lmms_eval_command
+    from selfsynth.metrics.benchmark import PAPER_TASKS, lmms_eval_command
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] or list(PAPER_TASKS)
     print(

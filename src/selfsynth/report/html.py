@@ -129,7 +129,7 @@ def _tables(runs: Sequence[RunData]) -> str:
 
 
 def _citer(run: RunData):
-    from selfsynth.metrics_grounding import default_citer
+    from selfsynth.metrics.grounding import default_citer
 
     return default_citer(world=run.data_format == "world")
 
@@ -188,7 +188,7 @@ def _with_citations(run: RunData, rows: list[dict[str, Any]]) -> list[dict[str, 
     bank = load_bank(run)
     if not bank:
         return rows
-    from selfsynth.metrics_grounding import grounding
+    from selfsynth.metrics.grounding import grounding
 
     rows = [dict(r) for r in rows]
     grounding(rows, bank, with_visibility=run.data_format == "world")

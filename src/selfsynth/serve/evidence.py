@@ -2,7 +2,7 @@
 
 The terminal chat, the HTTP server and the web page all show the same evidence, so it is computed
 here once. A concept phrase counts as cited by the same word-overlap rule the grounding metric
-uses (``selfsynth.metrics_grounding.cite_phrases``: every content word of the phrase in one clause
+uses (``selfsynth.metrics.grounding.cite_phrases``: every content word of the phrase in one clause
 of the answer, plurals and grey/gray folded, case ignored), so what a user sees highlighted is what
 the evaluation counts. A class label counts when its words appear in order. The answer is also cut
 into ``segments`` (text, concept or None) so a client can highlight without character offsets
@@ -27,8 +27,8 @@ from typing import Any
 from selfsynth.data.concept_bank import ConceptBank, load_concept_bank, parse_concept_bank
 from selfsynth.errors import DataError
 from selfsynth.io import read_json
-from selfsynth.metrics_grounding import cite_phrases
-from selfsynth.metrics_words import clauses, content_words, stem
+from selfsynth.metrics.grounding import cite_phrases
+from selfsynth.metrics.words import clauses, content_words, stem
 from selfsynth.text import normalize
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ def run_concepts(ctx: Context) -> tuple[dict[str, list[str]], str]:
         return read_json(out), fp
     stage.begin()
     from selfsynth.data.concept_bank import validate_concept_bank
-    from selfsynth.models.expert import get_concept_source
+    from selfsynth.experts.sources import get_concept_source
 
     source = get_concept_source(cfg, ctx.cache_dir / "expert.sqlite", default_path=path)
     bank = source.concepts(list(ctx.labels), progress=ctx.progress)

@@ -93,7 +93,7 @@ class Context:
 
     def fluency(self):
         if self._fluency is None:
-            from selfsynth.models.fluency import FluencyScorer
+            from selfsynth.metrics.fluency import FluencyScorer
 
             self._fluency = FluencyScorer(
                 self.cfg.evaluate.fluency_model, cache_dir=self.cache_dir / "fluency"

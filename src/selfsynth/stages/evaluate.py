@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from selfsynth.io import iter_jsonl, read_json, write_json, write_jsonl
-from selfsynth.metrics import answer_metrics, read_choice
+from selfsynth.metrics.answers import answer_metrics, read_choice
 from selfsynth.prompts import VQA_MAX_NEW_TOKENS, vqa_prompt
 from selfsynth.records import Example
 from selfsynth.runs import Stage, chunk_seed, stage_fp

@@ -27,7 +27,7 @@ from selfsynth.io import write_jsonl
 from selfsynth.records import QA, Example
 from selfsynth.runs import Stage, chunk_seed, stage_fp
 from selfsynth.stages.context import Context
-from selfsynth.stages.contrastive import negatives, rs_score, rs_scores
+from selfsynth.stages.rs_score import negatives, rs_score, rs_scores
 from selfsynth.stages.synthesize import draw_questions, label_only
 from selfsynth.text import label_in, names_label, repeated_phrase, without_repeats
 

@@ -22,7 +22,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from selfsynth.models.tower import EfficientNetTowerConfig
+from selfsynth.basevlm.tower_config import EfficientNetTowerConfig
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """An optional LLM judge for EE and CS, as the paper scored them: any OpenAI-compatible chat endpoint.
 
-Off by default (the rule-based EE and the embedding CS in ``selfsynth.metrics`` need no network).
+Off by default (the rule-based EE and the embedding CS in ``selfsynth.metrics.answers`` need no network).
 Each request goes through plain urllib to ``{base_url}/chat/completions``; answers are cached in
 SQLite under a hash of the request (endpoint, model, messages, temperature: never the key), so a
 report or a rerun never pays twice. The API key is read from the environment variable named by

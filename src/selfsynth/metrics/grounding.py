@@ -30,7 +30,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from selfsynth.metrics_words import clauses, content_words, sentences
+from selfsynth.metrics.words import clauses, content_words, sentences
 from selfsynth.text import normalize
 
 log = logging.getLogger(__name__)

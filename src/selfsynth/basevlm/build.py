@@ -169,7 +169,7 @@ def build_architecture(tokenizer: Any, s: BaseSettings) -> Any:
     import torch
     from transformers import LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
-    from selfsynth.models.tower import EfficientNetTowerConfig
+    from selfsynth.basevlm.tower_config import EfficientNetTowerConfig
 
     if s.tower_size % s.token_grid or s.tower_size // s.token_grid < 32:
         raise ConfigError(
@@ -309,10 +309,10 @@ def _claim_work_dir(work: Path, fp: str) -> None:
 def _build(out: Path, work: Path, s: BaseSettings) -> dict[str, Any]:
     import torch
 
-    from selfsynth.models import base_data
+    from selfsynth.basevlm import corpus as base_data
+    from selfsynth.basevlm.pretrain import TrainSettings, encode_images, pretrain
+    from selfsynth.basevlm.tokenizer import train_tokenizer
     from selfsynth.models.devices import cpu_bf16
-    from selfsynth.models.pretrain import TrainSettings, encode_images, pretrain
-    from selfsynth.models.tokenizer_build import train_tokenizer
 
     t0 = time.time()
     timings: dict[str, float] = {}

@@ -169,11 +169,11 @@ def get_concept_source(cfg: ConceptsConfig, cache_path: Path | None, default_pat
             )
         return FileSource(path)
     if cfg.source == "openai":
-        from selfsynth.models.expert_openai import OpenAISource
+        from selfsynth.experts.openai_source import OpenAISource
 
         return OpenAISource(cfg, cache_path)
     if cfg.source == "hf":
-        from selfsynth.models.expert_hf import HFSource
+        from selfsynth.experts.hf_source import HFSource
 
         return HFSource(cfg, cache_path)
     raise ConfigError(f"concepts.source={cfg.source!r} is not one of file, openai, hf")

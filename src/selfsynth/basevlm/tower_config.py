@@ -80,16 +80,16 @@ def register_model() -> None:
         return
     from transformers import AutoModel
 
-    from selfsynth.models.tower_model import EfficientNetTower
+    from selfsynth.basevlm.tower import EfficientNetTower
 
     AutoModel.register(EfficientNetTowerConfig, EfficientNetTower, exist_ok=True)
     _MODEL_REGISTERED = True
 
 
 def __getattr__(name: str) -> Any:
-    # ``from selfsynth.models.tower import EfficientNetTower`` works without an eager import.
+    # ``from selfsynth.basevlm.tower_config import EfficientNetTower`` works without an eager import.
     if name == "EfficientNetTower":
-        from selfsynth.models.tower_model import EfficientNetTower
+        from selfsynth.basevlm.tower import EfficientNetTower
 
         return EfficientNetTower
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,7 +15,7 @@ from typing import Any
 
 from selfsynth.config import ConceptsConfig
 from selfsynth.errors import ConfigError, ExpertError
-from selfsynth.models.expert import CachedLLMSource
+from selfsynth.experts.sources import CachedLLMSource
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from selfsynth.io import read_json, read_jsonl
-from selfsynth.metrics import parse_letter, read_choice
+from selfsynth.metrics.answers import parse_letter, read_choice
 from selfsynth.prompts import VQA_MAX_NEW_TOKENS, concept_prompt, pools_for, vqa_prompt, world_vqa_answer
 from selfsynth.text import label_in, normalize
 

@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from selfsynth.basevlm.probe import PartProbe, PartTargets
+from selfsynth.basevlm.tokenizer import IM_END, IMAGE_TOKEN, render_prompt
 from selfsynth.models.devices import PAD_MULTIPLE_BF16, cpu_bf16, round_up
-from selfsynth.models.part_probe import PartProbe, PartTargets
-from selfsynth.models.tokenizer_build import IM_END, IMAGE_TOKEN, render_prompt
 
 logger = logging.getLogger(__name__)
 

@@ -158,8 +158,8 @@ def answer_metrics(
     FS = exp(mean_i log ppl_i), the geometric mean of per-answer perplexities (lower is better;
     robust to one degenerate answer, unlike the arithmetic mean).
     """
-    from selfsynth.metrics_explain import cognition_scores, explanation_flags
-    from selfsynth.metrics_grounding import grounding as ground
+    from selfsynth.metrics.explain import cognition_scores, explanation_flags
+    from selfsynth.metrics.grounding import grounding as ground
 
     classes = _classes(rows, labels)
     answers = [r.get("answer") or "" for r in rows]

@@ -1,6 +1,6 @@
 """Run LoRA SFT from the shell, e.g. under ``accelerate launch`` for several processes or GPUs.
 
-    accelerate launch --num_processes 2 -m selfsynth.models.sft_cli MODEL_DIR train.jsonl OUT_DIR \\
+    accelerate launch --num_processes 2 -m selfsynth.commands.sft MODEL_DIR train.jsonl OUT_DIR \\
         lr=1e-4 epochs=1 batch_size=32 micro_batch_size=8
 
 ``train.jsonl`` holds QA records (``id``, ``image``, ``question``, ``answer``, ``label``; relative
@@ -35,9 +35,7 @@ def read_qa(path: Path) -> list[QA]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m selfsynth.models.sft_cli", description=__doc__.splitlines()[0]
-    )
+    ap = argparse.ArgumentParser(prog="python -m selfsynth.commands.sft", description=__doc__.splitlines()[0])
     ap.add_argument("model", help="local model directory")
     ap.add_argument("data", type=Path, help="QA records, one JSON object per line")
     ap.add_argument("out", type=Path, help="output folder (adapter/, train_log.jsonl)")

@@ -21,9 +21,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from selfsynth.basevlm.pretrain import Triple
+from selfsynth.basevlm.probe import PartTargets, part_targets
 from selfsynth.io import read_json, read_jsonl
-from selfsynth.models.part_probe import PartTargets, part_targets
-from selfsynth.models.pretrain import Triple
 from selfsynth.prompts import concept_prompt, pools_for, vqa_prompt, world_vqa_answer
 
 # Describe prompts that ask for everything visible get the full caption styles (0: sentences,

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from selfsynth.metrics_words import CUE_STEMS, clauses, concept_vocabulary, content_words, strip_labels
+from selfsynth.metrics.words import CUE_STEMS, clauses, concept_vocabulary, content_words, strip_labels
 
 # Cosine from which a clause "is about" a concept. MiniLM gives unrelated text 0.1-0.25 and paraphrases
 # 0.45-0.93; 0.6 stays clear of the unrelated range (the word route catches most paraphrases anyway).

@@ -5,7 +5,7 @@ columns ``A``, ``B``, ... (some empty), ``answer`` (a letter), ``image`` (base64
 ``hint`` and ``category``. MMBench stores each image once: a later row's ``image`` may hold the
 ``index`` of the row that carries it. Each item becomes ``[Hint: ...]`` + question + lettered
 options + "Answer with the option's letter."; the model answers greedily and
-``selfsynth.metrics.read_choice`` reads its choice (the stated letter; without one, the one
+``selfsynth.metrics.answers.read_choice`` reads its choice (the stated letter; without one, the one
 option whose text the answer states). Accuracy = correct / items, overall and per category.
 
 The paper's own numbers come from lmms-eval; ``lmms_eval_command`` prints that command for a
@@ -29,7 +29,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from selfsynth.errors import DataError
-from selfsynth.metrics import read_choice
+from selfsynth.metrics.answers import read_choice
 from selfsynth.prompts import vqa_prompt
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,1 @@
+"""Expert concept sources: where each class's visual concepts come from."""

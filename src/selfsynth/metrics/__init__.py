@@ -1,0 +1,1 @@
+"""Metrics: answers, explanations, grounding, words, fluency, the judge, multiple choice, benchmarks."""
