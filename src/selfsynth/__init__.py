@@ -20,7 +20,15 @@ __version__ = "0.1.0"
 
 def _register_models() -> None:
     with contextlib.suppress(ImportError):  # transformers or torch missing: nothing to register
-        from selfsynth.basevlm import tower_config  # noqa: F401  (registration side effect)
+        from selfsynth.basevlm import tower_config  # registers the config with AutoConfig on import
+
+        tower_config.on_first_config(_register_tower_model)
+
+
+def _register_tower_model() -> None:
+    from selfsynth.basevlm.tower import register_model
+
+    register_model()
 
 
 class _AfterImport(importlib.abc.Loader):

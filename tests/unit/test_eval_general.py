@@ -12,7 +12,6 @@ from PIL import Image
 
 from selfsynth.cli import main
 from selfsynth.errors import DataError
-from selfsynth.metrics.answers import read_choice
 from selfsynth.metrics.benchmark import PAPER_TASKS, evaluate_items, lmms_eval_command, read_tsv
 
 
@@ -88,13 +87,8 @@ def test_scores_a_tsv_with_known_answers(tmp_path):
     assert vlm.images[0].getpixel((0, 0)) == (255, 0, 0)
 
 
-def test_limit_and_read_choice(tmp_path):
+def test_limit(tmp_path):
     assert len(read_tsv(write_tsv(tmp_path / "b.tsv"), limit=2)) == 2
-    opts = {"A": "red", "B": "green", "C": "dark red"}
-    assert read_choice("B", opts) == "B"
-    assert read_choice("green, clearly", opts) == "B"
-    assert read_choice("red or dark red", opts) is None  # two options named: no choice
-    assert read_choice("I cannot tell", opts) is None
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,11 @@ import json
 
 import pytest
 
-from selfsynth.config import ConceptsConfig
+from selfsynth.config import ConceptsConfig, OpenAIConfig
 from selfsynth.errors import ConfigError, DataError, ExpertError
-from selfsynth.experts.sources import FileSource, get_concept_source, parse_bullets
+from selfsynth.experts import make_source
+from selfsynth.experts.base import parse_bullets
+from selfsynth.experts.file_source import FileSource
 
 # ---------------------------------------------------------------- parse_bullets
 
@@ -55,24 +57,46 @@ def test_file_source_reads_both_layouts(tmp_path):
     paper = tmp_path / "paper.json"
     paper.write_text(json.dumps({"1": {"name": "gull", "visual_features": ["white head"]}}))
     cfg = ConceptsConfig(source="file", path=str(plain))
-    assert get_concept_source(cfg, None).concepts(["tern", "gull"]) == {
+    assert make_source(cfg, None).concepts(["tern", "gull"]) == {
         "tern": ["black cap"],
         "gull": ["white head", "grey wings"],
     }
     assert FileSource(paper).concepts(["gull", "owl"]) == {"gull": ["white head"]}  # owl: left to validation
     # the dataset's own bank is used when concepts.path is empty
-    assert get_concept_source(ConceptsConfig(), None, default_path=str(paper)).concepts(["gull"])
+    assert make_source(ConceptsConfig(), None, default_path=str(paper)).concepts(["gull"])
+
+
+def test_the_source_names_are_the_factorys_and_config_checks_against_them():
+    from selfsynth.config import load_config
+    from selfsynth.experts import SOURCES
+
+    assert SOURCES == ("file", "openai", "hf")
+    base = ["data.root=a", "model.path=b"]
+    for name in SOURCES:
+        assert load_config(None, [*base, f"concepts.source={name}"]).concepts.source == name
+    with pytest.raises(
+        ConfigError, match=r"concepts.source='opena' is not one of file, openai, hf.*'openai'"
+    ):
+        load_config(None, [*base, "concepts.source=opena"])
+    with pytest.raises(ConfigError, match="is not one of file, openai, hf"):
+        make_source(ConceptsConfig(source="bank"), None)
+    for name in SOURCES:  # the factory has a branch for every listed name (each fails on its own settings)
+        with pytest.raises((ConfigError, DataError)) as err:
+            make_source(
+                ConceptsConfig(source=name, path="", hf_model="", openai=OpenAIConfig(model="")), None
+            )
+        assert "is not one of" not in str(err.value)
 
 
 def test_file_source_errors(tmp_path):
     with pytest.raises(ConfigError, match="concepts.path"):
-        get_concept_source(ConceptsConfig(source="file"), None)
+        make_source(ConceptsConfig(source="file"), None)
     with pytest.raises(DataError, match="missing.json"):
-        get_concept_source(ConceptsConfig(source="file", path=str(tmp_path / "missing.json")), None)
+        make_source(ConceptsConfig(source="file", path=str(tmp_path / "missing.json")), None)
     with pytest.raises(ConfigError, match="hf_model"):
-        get_concept_source(ConceptsConfig(source="hf"), None)
+        make_source(ConceptsConfig(source="hf"), None)
     with pytest.raises(ConfigError, match="{label}"):
-        get_concept_source(ConceptsConfig(source="openai", prompt="no placeholder"), None)
+        make_source(ConceptsConfig(source="openai", prompt="no placeholder"), None)
 
 
 # ---------------------------------------------------------------- local causal LM
@@ -116,18 +140,18 @@ def tiny_lm(tmp_path_factory):
 def test_hf_source_generates_parses_and_caches(tiny_lm, tmp_path):
     cache = tmp_path / "expert.sqlite"
     cfg = ConceptsConfig(source="hf", hf_model=str(tiny_lm), min_concepts=1)
-    src = get_concept_source(cfg, cache)
+    src = make_source(cfg, cache)
     src.max_new_tokens = 4
     assert src.concepts(["gull"]) == {"gull": ["red crown"]}
     assert src.requests_made == 1
-    again = get_concept_source(cfg, cache)
+    again = make_source(cfg, cache)
     again.max_new_tokens = 4
     assert again.concepts(["gull"]) == {"gull": ["red crown"]}
     assert again.requests_made == 0 and again._model is None  # served without loading the model
 
 
 def test_hf_source_too_few_concepts_is_a_clear_error(tiny_lm):
-    src = get_concept_source(ConceptsConfig(source="hf", hf_model=str(tiny_lm), min_concepts=3), None)
+    src = make_source(ConceptsConfig(source="hf", hf_model=str(tiny_lm), min_concepts=3), None)
     src.max_new_tokens = 4
     with pytest.raises(ExpertError, match=r"only 1 bullet points .*'gull'"):
         src.concepts(["gull"])
@@ -135,4 +159,4 @@ def test_hf_source_too_few_concepts_is_a_clear_error(tiny_lm):
 
 def test_hf_source_needs_a_model_folder(tmp_path):
     with pytest.raises(ConfigError, match="config.json"):
-        get_concept_source(ConceptsConfig(source="hf", hf_model=str(tmp_path)), None)
+        make_source(ConceptsConfig(source="hf", hf_model=str(tmp_path)), None)

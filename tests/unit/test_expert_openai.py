@@ -14,7 +14,8 @@ import pytest
 
 from selfsynth.config import ConceptsConfig, OpenAIConfig
 from selfsynth.errors import ExpertError
-from selfsynth.experts.sources import get_concept_source
+from selfsynth.experts import make_source
+from selfsynth.experts.openai_client import OpenAIClient
 
 KEY = "sk-test-9f8e7d6c5b4a-UNIQUE-SECRET"
 GOOD = "Here are the features:\n- **Red** crown.\n- forked tail\n- white wing bars\n\nHope this helps!"
@@ -110,38 +111,55 @@ def _cache_bytes(path) -> bytes:
 
 def test_good_answer_then_cache_hits_make_no_requests(endpoint, api_key, tmp_path):
     cache = tmp_path / "expert.sqlite"
-    src = get_concept_source(_cfg(endpoint.url), cache)
+    src = make_source(_cfg(endpoint.url), cache)
     bank = src.concepts(["Scarlet Tanager", "Cardinal"])
     assert bank["Scarlet Tanager"] == ["Red crown", "forked tail", "white wing bars"]
     assert len(endpoint.requests) == 2
+    assert isinstance(src.client, OpenAIClient)  # the client the judge uses too
     req = endpoint.requests[0]
     assert req["path"] == "/v1/chat/completions"
     assert req["headers"]["Authorization"] == f"Bearer {KEY}"
     assert req["body"]["model"] == "expert-1" and req["body"]["temperature"] == 0.0
     assert "Scarlet Tanager" in req["body"]["messages"][0]["content"]
     src.close()
-    again = get_concept_source(_cfg(endpoint.url), cache)  # a new process would do the same
+    again = make_source(_cfg(endpoint.url), cache)  # a new process would do the same
     assert again.concepts(["Cardinal", "Scarlet Tanager"]) == {
         k: bank[k] for k in ("Cardinal", "Scarlet Tanager")
     }
     assert len(endpoint.requests) == 2 and again.requests_made == 0
     # a different model is a different request: it is paid for
-    get_concept_source(_cfg(endpoint.url, model="expert-2"), cache).concepts(["Cardinal"])
+    make_source(_cfg(endpoint.url, model="expert-2"), cache).concepts(["Cardinal"])
     assert len(endpoint.requests) == 3
 
 
 def test_429_with_retry_after_then_success(endpoint, api_key):
     endpoint.script = [("status", 429, b'{"error": "slow down"}', {"Retry-After": "0.3"})]
-    src = get_concept_source(_cfg(endpoint.url), None)
+    src = make_source(_cfg(endpoint.url), None)
     t0 = time.perf_counter()
     assert src.concepts(["gull"])["gull"][0] == "Red crown"
     assert time.perf_counter() - t0 >= 0.3  # the server's Retry-After, not the 0.01 s backoff
     assert len(endpoint.requests) == 2
 
 
+def test_retry_after_forms_and_the_wait_cap(endpoint, api_key, monkeypatch):
+    import email.utils
+
+    from selfsynth.experts import openai_client
+
+    assert openai_client.retry_after_s("2") == 2.0 and openai_client.retry_after_s("-1") == 0.0
+    assert openai_client.retry_after_s("") is None and openai_client.retry_after_s("soon") is None
+    date = email.utils.formatdate(time.time() + 60, usegmt=True)
+    assert 50 < openai_client.retry_after_s(date) <= 60
+    waits: list[float] = []
+    monkeypatch.setattr(openai_client.time, "sleep", waits.append)
+    endpoint.script = [("status", 503, b"", {"Retry-After": "86400"})]
+    assert make_source(_cfg(endpoint.url), None).concepts(["gull"])["gull"]
+    assert len(waits) == 1 and openai_client.MAX_WAIT_S <= waits[0] < openai_client.MAX_WAIT_S + 0.01
+
+
 def test_500_then_success_and_stall_then_success(endpoint, api_key, caplog):
     endpoint.script = [("status", 500, b"oops"), ("stall", 1.0)]
-    src = get_concept_source(_cfg(endpoint.url, timeout_s=0.3), None)
+    src = make_source(_cfg(endpoint.url, timeout_s=0.3), None)
     with caplog.at_level(logging.WARNING):
         assert src.concepts(["gull"])["gull"]
     assert len(endpoint.requests) == 3
@@ -159,14 +177,14 @@ def test_500_then_success_and_stall_then_success(endpoint, api_key, caplog):
 )
 def test_malformed_bodies_are_retried(endpoint, api_key, bad):
     endpoint.script = [bad]
-    src = get_concept_source(_cfg(endpoint.url), None)
+    src = make_source(_cfg(endpoint.url), None)
     assert src.concepts(["gull"])["gull"] == ["Red crown", "forked tail", "white wing bars"]
     assert len(endpoint.requests) == 2
 
 
 def test_too_few_bullets_is_retried_then_a_clear_error(endpoint, api_key):
     endpoint.script = [("ok", "- red crown\n- black tail")] * 4
-    src = get_concept_source(_cfg(endpoint.url), None)
+    src = make_source(_cfg(endpoint.url), None)
     with pytest.raises(ExpertError, match="only 2 bullet points"):
         src.concepts(["gull"])
     assert len(endpoint.requests) == 4
@@ -174,7 +192,7 @@ def test_too_few_bullets_is_retried_then_a_clear_error(endpoint, api_key):
 
 def test_clear_error_after_last_retry(endpoint, api_key, caplog, tmp_path):
     endpoint.script = [("status", 503, f"upstream rejected key {KEY}".encode())] * 10
-    src = get_concept_source(_cfg(endpoint.url, max_retries=2), tmp_path / "c.sqlite")
+    src = make_source(_cfg(endpoint.url, max_retries=2), tmp_path / "c.sqlite")
     with caplog.at_level(logging.DEBUG), pytest.raises(ExpertError) as err:
         src.concepts(["Herring Gull"])
     msg = str(err.value)
@@ -186,7 +204,7 @@ def test_clear_error_after_last_retry(endpoint, api_key, caplog, tmp_path):
 
 def test_timeouts_exhausted(endpoint, api_key):
     endpoint.script = [("stall", 0.6)] * 2
-    src = get_concept_source(_cfg(endpoint.url, timeout_s=0.2, max_retries=1), None)
+    src = make_source(_cfg(endpoint.url, timeout_s=0.2, max_retries=1), None)
     with pytest.raises(ExpertError, match="no answer within timeout_s=0.2"):
         src.concepts(["gull"])
     assert len(endpoint.requests) == 2
@@ -195,7 +213,7 @@ def test_timeouts_exhausted(endpoint, api_key):
 def test_auth_error_is_not_retried_and_the_key_is_redacted(endpoint, api_key, caplog, tmp_path):
     endpoint.script = [("status", 401, json.dumps({"error": f"Incorrect API key provided: {KEY}"}).encode())]
     cache = tmp_path / "expert.sqlite"
-    src = get_concept_source(_cfg(endpoint.url), cache)
+    src = make_source(_cfg(endpoint.url), cache)
     with caplog.at_level(logging.DEBUG), pytest.raises(ExpertError) as err:
         src.concepts(["gull"])
     assert len(endpoint.requests) == 1
@@ -207,7 +225,7 @@ def test_key_never_reaches_the_cache_file_or_logs(endpoint, api_key, caplog, tmp
     cache = tmp_path / "expert.sqlite"
     endpoint.script = [("status", 500, KEY.encode())]
     with caplog.at_level(logging.DEBUG):
-        src = get_concept_source(_cfg(endpoint.url), cache)
+        src = make_source(_cfg(endpoint.url), cache)
         src.concepts(["gull", "tern"])
     data = _cache_bytes(cache)
     assert b"white wing bars" in data  # the answers are there ...
@@ -218,10 +236,10 @@ def test_key_never_reaches_the_cache_file_or_logs(endpoint, api_key, caplog, tmp
 def test_missing_key_variable_is_a_clear_error(endpoint, monkeypatch):
     monkeypatch.delenv("SELFSYNTH_TEST_KEY", raising=False)
     with pytest.raises(ExpertError, match="SELFSYNTH_TEST_KEY"):
-        get_concept_source(_cfg(endpoint.url), None).concepts(["gull"])
+        make_source(_cfg(endpoint.url), None).concepts(["gull"])
     assert endpoint.requests == []
     # an endpoint without keys: api_key_env="" sends no Authorization header
-    get_concept_source(_cfg(endpoint.url, api_key_env=""), None).concepts(["gull"])
+    make_source(_cfg(endpoint.url, api_key_env=""), None).concepts(["gull"])
     assert "Authorization" not in endpoint.requests[0]["headers"]
 
 
@@ -229,9 +247,9 @@ def test_finished_labels_survive_a_failure(endpoint, api_key, tmp_path):
     cache = tmp_path / "expert.sqlite"
     endpoint.script = [("ok", GOOD), ("status", 500, b"down"), ("status", 500, b"down")]
     with pytest.raises(ExpertError, match="'tern'"):
-        get_concept_source(_cfg(endpoint.url, max_retries=1), cache).concepts(["gull", "tern", "crow"])
+        make_source(_cfg(endpoint.url, max_retries=1), cache).concepts(["gull", "tern", "crow"])
     assert len(endpoint.requests) == 3
-    rerun = get_concept_source(_cfg(endpoint.url), cache)
+    rerun = make_source(_cfg(endpoint.url), cache)
     assert set(rerun.concepts(["gull", "tern", "crow"])) == {"gull", "tern", "crow"}
     assert rerun.requests_made == 2  # gull came from the cache
     asked = [r["body"]["messages"][0]["content"] for r in endpoint.requests[3:]]
@@ -242,7 +260,7 @@ def test_connection_refused_is_retried_then_reported(api_key):
     ep = Endpoint()
     url = ep.url
     ep.close()  # nothing listens there any more
-    src = get_concept_source(_cfg(url, max_retries=1), None)
+    src = make_source(_cfg(url, max_retries=1), None)
     with pytest.raises(ExpertError, match="connection error"):
         src.concepts(["gull"])
     assert src.http_requests == 2

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from metric_doubles import BagEncoder, FixedFluency
 
-from selfsynth.metrics.answers import accuracy, answer_metrics, confusion, parse_letter
+from selfsynth.metrics.answers import accuracy, answer_metrics, confusion
 from selfsynth.metrics.explain import cognition_scores, explanation_flags
 
 LABELS = ["Tern", "Arctic Tern", "Black Tern", "pneumonia", "normal", "Crème Brûlée Finch"]
@@ -22,11 +22,10 @@ def _rows(*pairs: tuple[str, str]) -> list[dict]:
     return [{"id": str(i), "answer": a, "label": y} for i, (a, y) in enumerate(pairs)]
 
 
-def test_accuracy_and_parse_letter_keep_their_contract():
+def test_accuracy_keeps_its_contract():
     acc = accuracy(["An Arctic Tern.", "no pneumonia here"], ["Tern", "pneumonia"], LABELS)
     assert acc == {"acc_substring": 1.0, "acc_strict": 0.0, "n": 2}
     assert accuracy([], [], LABELS) == {"acc_substring": 0.0, "acc_strict": 0.0, "n": 0}
-    assert parse_letter("(B) red", "AB") == "B"
 
 
 def test_per_class_and_confusion_label_inside_label_negation_unicode():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from selfsynth.metrics.answers import answer_metrics
-from selfsynth.metrics.grounding import cite_phrases, default_citer, grounding
+from selfsynth.metrics.grounding import cite_phrases, grounding
 
 BANK = {
     "Tern": ["black cap", "orange beak", "forked tail", "short legs"],
@@ -83,6 +83,12 @@ def test_answer_metrics_grounding_with_a_custom_citer():
     assert m["ground_precision"] == 1.0 and m["ground_recall"] == 1.0 and m["halluc_rate"] == 0.0
 
 
-def test_default_citer_picks_word_overlap_off_the_world():
-    assert default_citer(world=False) is cite_phrases
-    assert callable(default_citer(world=True))
+def test_grounding_cites_by_word_overlap_unless_the_dataset_brings_a_citer():
+    from selfsynth.data import get_capabilities
+
+    rows = [{"answer": "A Finch with a scarlet cap.", "label": "Finch", "visible_concepts": ["red crown"]}]
+    assert grounding([dict(r) for r in rows], BANK)["ground_precision"] is None  # nothing cited
+    world = get_capabilities("world")
+    m = grounding(rows, BANK, citer=world.citer, with_visibility=world.visibility)
+    assert rows[0]["cited"] and m["ground_n"] == 1
+    assert get_capabilities("cub").citer is None and not get_capabilities("cub").visibility

@@ -54,6 +54,20 @@ def test_report_is_cheap_to_regenerate_and_handles_missing_images(tmp_path):
     assert c.images == [] and "image not available" in (run / "report.html").read_text(encoding="utf-8")
 
 
+def test_report_reads_what_the_runs_format_offers(tmp_path):
+    from selfsynth.data import Capabilities, get_capabilities
+
+    run = make_run(tmp_path)
+    assert load_run(run).capabilities == get_capabilities("world")  # an old run names only its format
+    data = json.loads((run / "results.json").read_text())
+    data["config"]["data"]["format"] = "a_plugin_not_loaded_here"
+    (run / "results.json").write_text(json.dumps(data))
+    assert load_run(run).capabilities == Capabilities()
+    write_report(run)
+    page = (run / "report.html").read_text(encoding="utf-8")
+    assert "clauses citing an expert concept" in page and "cited and visible" not in page
+
+
 def test_run_in_progress_without_results_json(tmp_path):
     run = make_run(tmp_path, rounds=3)
     data = json.loads((run / "results.json").read_text())

@@ -3,7 +3,6 @@ import random
 from selfsynth.config import RunConfig
 from selfsynth.stages.context import Context
 from selfsynth.stages.sample import FALLBACK_QUESTION, accept
-from selfsynth.stages.synthesize import draw_questions
 
 
 def row(cands, ok, scores, label="Tern"):
@@ -88,9 +87,9 @@ def test_draw_questions_distinct_and_seeded():
     cfg = RunConfig()
     cfg.data.kind = "birds"
     ctx = Context(cfg=cfg, run_dir=None, train=[], test=[], labels=[])  # type: ignore[arg-type]
-    a = draw_questions(ctx, random.Random(1), 8)
-    b = draw_questions(ctx, random.Random(1), 8)
+    a = ctx.pools.draw(random.Random(1), 8)
+    b = ctx.pools.draw(random.Random(1), 8)
     assert a == b and len(set(a)) == 8
-    only = draw_questions(ctx, random.Random(2), 5, kinds=("explain", "cot"))
+    only = ctx.pools.draw(random.Random(2), 5, kinds=("explain", "cot"))
     assert {k for k, _ in only} <= {"explain", "cot"}
     assert all("species" in q or "bird" in q for _, q in a)

@@ -1,4 +1,5 @@
-from selfsynth.metrics.answers import accuracy, parse_letter
+from selfsynth.metrics.answers import accuracy
+from selfsynth.metrics.choice import parse_letter
 from selfsynth.text import first_class, label_in, mentions, names_label, normalize
 
 CLASSES = ["Tern", "Arctic Tern", "pneumonia", "normal", "Black footed Albatross", "Crème Brûlée Finch"]
@@ -41,19 +42,9 @@ def test_accuracy_counts():
     assert abs(acc["acc_strict"] - 1 / 3) < 1e-9
 
 
-def test_parse_letter():
-    assert parse_letter("The answer is B. red") == "B"
-    # options checked in turn: the stated answer counts, not the first line's letter
-    assert parse_letter("A. red? No. B. brown? Yes, so the answer is B.") == "B"
-    assert parse_letter("Answer: brown. A. red? No. B. brown? Yes, so the answer is B.") == "B"
-    assert parse_letter("C) blue") == "C"
-    assert parse_letter("I am not sure") is None
-    assert parse_letter("The answer is E.") is None
-
-
 def test_vqa_answer_names_the_subject_then_the_value_and_read_choice_reads_it():
     from selfsynth.data.world.text import QUESTIONS, vqa_subject
-    from selfsynth.metrics.answers import read_choice
+    from selfsynth.metrics.choice import read_choice
     from selfsynth.prompts import VQA_MAX_NEW_TOKENS, vqa_answer
 
     options = {"A": "slender", "B": "long and slender", "C": "blue", "D": "Black"}
@@ -70,7 +61,7 @@ def test_vqa_answer_names_the_subject_then_the_value_and_read_choice_reads_it():
     assert read_choice("Answer: long and slender, or just slender", options) is None
     assert read_choice("no idea", options) is None
     # a world VQA item's answer: its right option (or a given letter's) under its kind's subject
-    from selfsynth.prompts import world_vqa_answer
+    from selfsynth.data.world.text import world_vqa_answer
 
     item = {"kind": "wing_colour", "options": options, "answer": "C"}
     assert world_vqa_answer(item) == "Wings: blue." and world_vqa_answer(item, "D") == "Wings: Black."

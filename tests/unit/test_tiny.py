@@ -248,7 +248,7 @@ def test_describe_prompts_get_noun_first_descriptions_of_every_visible_part(worl
 
 
 def test_text_drills_are_text_only_and_answerable_from_the_prompt(world):
-    from selfsynth.metrics.answers import read_choice
+    from selfsynth.metrics.choice import read_choice
 
     records = base_data.load_records(world)
     drills = base_data.text_drills(records, seed=0, n=60)
@@ -311,21 +311,24 @@ def test_killed_pretraining_resumes_to_the_same_weights(world, tmp_path):
     assert all(torch.allclose(want[k], got[k], atol=1e-6) for k in want)
 
 
-def test_settings_added_later_stay_out_of_the_fingerprint_at_their_old_values():
-    # a setting added after builds were cached is left out of the fingerprint at the value
-    # that reproduces the older build, so that build is still found (within one BUILD_VERSION)
-    legacy = tiny.settings_from(**tiny._LEGACY)
-    fields = {k: v for k, v in dataclasses.asdict(legacy).items() if k not in tiny._LEGACY}
-    assert legacy.fingerprint() == tiny.fingerprint({"version": tiny.BUILD_VERSION, **fields})
-    assert tiny.settings_from().fingerprint() == "79f64baf5dd820b5"  # the default build
+def test_default_build_fingerprint_is_pinned_and_every_other_value_changes_it(monkeypatch):
+    default = tiny.settings_from()
+    # the cache folder of the default build is base-<fingerprint>: it must not move
+    assert default.fingerprint() == "79f64baf5dd820b5"
+    # only the unhashed settings, at their default values, are left out of the hash
+    fields = {k: v for k, v in dataclasses.asdict(default).items() if k not in tiny._UNHASHED_DEFAULTS}
+    assert default.fingerprint() == tiny.fingerprint({"version": tiny.BUILD_VERSION, **fields})
     for over in (
-        {"attention": "eager"},
+        {"attention": "sdpa"},
         {"text_batch_size": 16},
         {"describe_targets": "clauses"},
-        {"probe_readout": "words"},
-        {"probe_scene": True},
+        {"probe_readout": "linear"},
+        {"probe_scene": False},
+        {"steps": 1000},
     ):
-        assert dataclasses.replace(legacy, **over).fingerprint() != legacy.fingerprint()
+        assert dataclasses.replace(default, **over).fingerprint() != default.fingerprint(), over
+    monkeypatch.setattr(tiny, "BUILD_VERSION", tiny.BUILD_VERSION + 1)
+    assert default.fingerprint() != "79f64baf5dd820b5"
 
 
 def test_settings_reject_unknown_names():

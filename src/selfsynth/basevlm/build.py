@@ -10,8 +10,8 @@ after ``import selfsynth``.
 The build draws its own pretraining world (seeds apart from every task world; many species with
 few images each, so part values vary independently), trains the tokenizer, encodes every image
 once with the frozen tower, pretrains projector + decoder on generic captions, VQA and
-label-use drills that never name a species (``base_data``; an auxiliary part probe speeds up
-grounding, ``part_probe``), and writes ``build_manifest.json`` last: its presence with a
+label-use drills that never name a species (``corpus``; an auxiliary part probe speeds up
+grounding, ``probe``), and writes ``build_manifest.json`` last: its presence with a
 matching fingerprint means "done", so a second call returns at once. Work in progress lives in
 ``DIR/_work`` (checkpoints every few hundred steps) so a killed build resumes; it is removed
 when the build is done.
@@ -46,7 +46,7 @@ class BaseSettings:
     """Everything that decides the built model (all of it goes into the fingerprint)."""
 
     seed: int = 0
-    # pretraining world: its own seeds, never the task world's (0/0) nor the eval world's
+    # pretraining world: its own seeds, never the task world's (0/0) nor the eval world's.
     # Many species with few images each: part values vary independently, so the model learns
     # parts rather than a handful of whole-species templates.
     species: int = 400
@@ -55,8 +55,8 @@ class BaseSettings:
     image_seed: int = 1002
     image_size: int = 128  # of the pretraining world's images
     # The tower sees each image resized to tower_size and pools its maps to token_grid x
-    # token_grid tokens: 256 px lifts per-part probes on frozen tokens from 80 % to 91 % (crown,
-    # face and wing bars most) at the same 16 tokens; encoding costs ~4x the 128-px pass.
+    # token_grid tokens; upsampling brings small parts (an eye ring) to the scale ImageNet
+    # filters respond to, without adding tokens.
     tower_size: int = 256
     token_grid: int = 4
     fine_features: bool = True  # tower tokens also carry the stride-16 map (see tower.py)
@@ -71,58 +71,51 @@ class BaseSettings:
     heads: int = 3
     intermediate_size: int = 512
     max_positions: int = 1024
-    # pretraining: first text-only copy drills, then images
-    # 650: the drills' loss falls from ~1.0 to ~0.3 between steps 400 and 600 (the copy skill
-    # appears); the 150 steps saved from 800 went to image steps
+    # pretraining: first text-only copy drills, then images; the copy skill has appeared by 650
+    # text steps, and later steps are better spent on images
     text_steps: int = 650
     text_mix: int = 0  # text-only copy-drill rows added to every image step
-    # rows per text-only step (0: batch_size). 16 halves the text phase's time but left the
-    # copy skill weaker (text loss ~0.5 vs ~0.3 at the phase's end; the base used a given label
-    # in 52 % of answers, other builds 64-100 %)
+    # rows per text-only step (0: batch_size); smaller batches are cheaper but leave the copy
+    # skill weaker
     text_batch_size: int = 0
-    # image steps: at 1,000 the descriptions' attribute accuracy was still rising (79.0 % on
-    # the held-out world; 84.9 % at 1,300); 1,500 after 650 text steps costs what 1,300 after
-    # 800 did (docs/architecture.md)
+    # image steps: descriptions keep improving well past 1,000, and 1,500 fits the build time
+    # that the shorter text phase freed
     steps: int = 1500
     batch_size: int = 32
     lr: float = 2e-3
     warmup_steps: int = 30
-    part_loss: float = 1.0  # auxiliary part probe on the projector output (see part_probe.py)
+    part_loss: float = 1.0  # auxiliary part probe on the projector output (see probe.py)
     # the probe reads part values with linear heads ("linear") or as the decoder's value words
-    # ("words", see part_probe.PartProbe): attribute accuracy 80.8 vs 73.3 %, VQA values stated
-    # right 72.2 vs 61.8 % (docs/architecture.md)
+    # ("words", see probe.PartProbe), which the decoder learns to read far sooner
     probe_readout: str = "words"
-    # the probe also reads pose, facing and background (``base_data.part_targets_for``)
+    # the probe also reads pose, facing and background (``corpus.part_targets_for``)
     probe_scene: bool = True
     # targets of the describe prompts: "captions" uses the world's full caption styles,
     # "clauses" names each part before its value ("its crown is red",
-    # ``world.text.clause_caption``); measured alike (attribute accuracy 49.5 vs 51.3 % after
-    # the same 1,000 image steps from the same text phase)
+    # ``world.text.clause_caption``)
     describe_targets: str = "captions"
-    # attention of the decoder while pretraining: eager steps are ~25 % faster than SDPA on CPU
-    # at these sizes (see devices.attention_for) but make another model at float level; the
-    # saved model loads with either
+    # attention of the decoder while pretraining: eager is faster than SDPA on CPU at these
+    # sizes (see devices.attention_for) but makes another model at float level; the saved
+    # model loads with either
     attention: str = "eager"
     checkpoint_every: int = 200
     # bf16 autocast for pretraining and for encoding its images where the CPU has native bf16
-    # matmuls ("auto"; see pretrain.TrainSettings); "fp32" gives the same build on every machine,
-    # at ~1.4x the time
+    # matmuls ("auto"; see pretrain.TrainSettings); "fp32" gives the same build on every
+    # machine, at more time
     cpu_precision: str = "auto"
 
     def fingerprint(self) -> str:
-        fields = {k: v for k, v in dataclasses.asdict(self).items() if not (k in _LEGACY and v == _LEGACY[k])}
+        fields = {
+            k: v
+            for k, v in dataclasses.asdict(self).items()
+            if not (k in _UNHASHED_DEFAULTS and v == _UNHASHED_DEFAULTS[k])
+        }
         return fingerprint({"version": BUILD_VERSION, **fields})
 
 
-# Settings added after builds were already cached: at these values a build is what it was before
-# they existed, so they stay out of the fingerprint and the cached builds are still found.
-_LEGACY: dict[str, Any] = {
-    "text_batch_size": 0,
-    "describe_targets": "captions",
-    "attention": "sdpa",
-    "probe_readout": "linear",
-    "probe_scene": False,
-}
+# Settings left out of the fingerprint at these values, because the default build's fingerprint
+# (and so its cache folder, ``base-<fingerprint>``) was computed without them.
+_UNHASHED_DEFAULTS: dict[str, Any] = {"text_batch_size": 0, "describe_targets": "captions"}
 
 
 def settings_from(**overrides: Any) -> BaseSettings:
@@ -385,7 +378,7 @@ def _build(out: Path, work: Path, s: BaseSettings) -> dict[str, Any]:
         "settings": dataclasses.asdict(s),
         "build_version": BUILD_VERSION,
         # "auto" precision resolves per machine, and kernels differ between CPUs: the same
-        # settings give another model at float level elsewhere (see docs/architecture.md)
+        # settings give another model at float level elsewhere (docs/notes/base-model.md)
         "precision": "bf16" if bf16 else "fp32",
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "parameters": n_params,

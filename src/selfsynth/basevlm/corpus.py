@@ -23,8 +23,9 @@ from typing import Any
 
 from selfsynth.basevlm.pretrain import Triple
 from selfsynth.basevlm.probe import PartTargets, part_targets
+from selfsynth.data.world.text import world_vqa_answer
 from selfsynth.io import read_json, read_jsonl
-from selfsynth.prompts import concept_prompt, pools_for, vqa_prompt, world_vqa_answer
+from selfsynth.prompts import concept_prompt, pools_for, vqa_prompt
 
 # Describe prompts that ask for everything visible get the full caption styles (0: sentences,
 # 3: feature list); brief prompts get every style. The world writes a record's captions in
@@ -371,9 +372,7 @@ def part_targets_for(records: Sequence[ImageRecord], *, scene: bool = False) -> 
     """Visible part values per image, for the pretraining loop's auxiliary part probe.
 
     ``scene``: pose, facing and background join the parts (always shown). Why: the decoder
-    learns them from its text targets alone much more slowly than parts that the probe
-    drives; a build without them answered "which way is the bird facing?" right 61 % of the
-    time (left / right) against 86-100 % for six of the ten parts.
+    learns them from its text targets alone much more slowly than parts that the probe drives.
     """
     from selfsynth.data.world.phrases import PARTS
     from selfsynth.data.world.text import OPTION_WORDS, SCENE_OPTIONS

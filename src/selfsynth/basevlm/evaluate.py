@@ -8,7 +8,7 @@ every image and species is new to the model. Figures (all on the held-out test s
   ``parts_mentioned`` (visible parts stated per description) and ``hidden_stated`` (statements
   about parts the image does not show, per description). Greedy and at T=1.0.
 - ``vqa_accuracy``: the world's four-option questions, greedy, the choice read by
-  ``metrics.read_choice`` (a stated letter, else the one option whose text the answer states:
+  ``metrics.choice.read_choice`` (a stated letter, else the one option whose text the answer states:
   MMBench's rule; the embedded base answers "Wings: <text>.", see ``prompts.vqa_answer``);
   ``vqa_letters``: the fraction of answers that state a letter; ``vqa_by_kind``: accuracy per
   question kind (part, pose, facing, background, hidden part).
@@ -34,9 +34,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from selfsynth.data.world.text import world_vqa_answer
 from selfsynth.io import read_json, read_jsonl
-from selfsynth.metrics.answers import parse_letter, read_choice
-from selfsynth.prompts import VQA_MAX_NEW_TOKENS, concept_prompt, pools_for, vqa_prompt, world_vqa_answer
+from selfsynth.metrics.choice import answer_choices, choice_accuracy, likeliest_options, parse_letter
+from selfsynth.prompts import VQA_MAX_NEW_TOKENS, concept_prompt, pools_for, vqa_prompt
 from selfsynth.text import label_in, normalize
 
 logger = logging.getLogger(__name__)
@@ -149,28 +150,32 @@ def evaluate_base(
             concept_prompt(r["label"], r["visible_concepts"][:4], pools_for("birds").explain[0]) for r in rows
         ]
         told_ans = [g[0] for g in vlm.generate([r["path"] for r in rows], told, **kw)]
-        vqa_ans = [
-            g[0]
-            for g in vlm.generate(
-                [str(world / q["image"]) for q in vqa],
-                [vqa_prompt(q["question"], q["options"]) for q in vqa],
-                **{**kw, "max_new_tokens": VQA_MAX_NEW_TOKENS},
-            )
-        ]
-        choices = [(q, k) for q in vqa for k in sorted(q["options"])]
-        scores = vlm.answer_logprobs(
-            [str(world / q["image"]) for q, _ in choices],
-            [vqa_prompt(q["question"], q["options"]) for q, _ in choices],
-            [world_vqa_answer(q, k) for q, k in choices],
+
+        def image_for(q: dict[str, Any]) -> str:
+            return str(world / q["image"])
+
+        def prompt_for(q: dict[str, Any]) -> str:
+            return vqa_prompt(q["question"], q["options"])
+
+        vqa_ans = answer_choices(
+            vlm,
+            vqa,
+            image_for=image_for,
+            prompt_for=prompt_for,
+            batch_size=batch_size,
+            max_new_tokens=VQA_MAX_NEW_TOKENS,
+            seed=seed,
+            progress=progress,
+        )
+        picked = likeliest_options(
+            vlm,
+            vqa,
+            image_for=image_for,
+            prompt_for=prompt_for,
+            reply_for=world_vqa_answer,
             batch_size=batch_size,
         )
-    picked, at = [], 0  # choices run question by question, options in sorted order
-    for q in vqa:
-        keys = sorted(q["options"])
-        group = scores[at : at + len(keys)]
-        picked.append(keys[group.index(max(group))])
-        at += len(keys)
-    vqa_right = [read_choice(a, q["options"]) == q["answer"] for a, q in zip(vqa_ans, vqa, strict=True)]
+    vqa_right = [c.correct for c in vqa_ans]
     flat_sampled = [t for group in sampled for t in group]
     all_answers = greedy + flat_sampled + species_ans
     names = sum(any(label_in(a, lab) for lab in labels) for a in all_answers)
@@ -187,11 +192,10 @@ def evaluate_base(
         "prompts": describe,
         "greedy": attribute_scores(greedy, [r for r, _ in pairs]),
         "sampled": attribute_scores(flat_sampled, [r for r, _ in pairs for _ in range(samples)]),
-        "vqa_accuracy": sum(vqa_right) / max(1, len(vqa)),
-        "vqa_letters": sum(parse_letter(a) is not None for a in vqa_ans) / max(1, len(vqa)),
+        "vqa_accuracy": choice_accuracy(vqa_right),
+        "vqa_letters": choice_accuracy([parse_letter(c.text) is not None for c in vqa_ans]),
         "vqa_by_kind": _by_kind([q.get("kind", "?") for q in vqa], vqa_right),
-        "vqa_choice_accuracy": sum(k == q["answer"] for k, q in zip(picked, vqa, strict=True))
-        / max(1, len(vqa)),
+        "vqa_choice_accuracy": choice_accuracy([k == q["answer"] for k, q in zip(picked, vqa, strict=True)]),
         "names_species": names / max(1, len(all_answers)),
         "species_accuracy": sum(label_in(a, r["label"]) for a, r in zip(species_ans, rows, strict=True))
         / max(1, len(rows)),
@@ -220,7 +224,7 @@ def _by_kind(kinds: Sequence[str], right: Sequence[bool]) -> dict[str, dict[str,
     out: dict[str, list[bool]] = {}
     for k, r in zip(kinds, right, strict=True):
         out.setdefault(k, []).append(r)
-    return {k: {"n": len(v), "accuracy": sum(v) / len(v)} for k, v in sorted(out.items())}
+    return {k: {"n": len(v), "accuracy": choice_accuracy(v)} for k, v in sorted(out.items())}
 
 
 def format_report(res: dict[str, Any]) -> str:

@@ -57,20 +57,20 @@ class TrainSettings:
     seed: int = 0
     part_loss: float = 1.0  # weight of the auxiliary part probe (used when targets are given)
     # "words": the probe scores image tokens against the decoder's embeddings of the value words
-    # (needs ``PartTargets.words``); "linear": a linear head per part (see part_probe.PartProbe)
+    # (needs ``PartTargets.words``); "linear": a linear head per part (see probe.PartProbe)
     probe_readout: str = "linear"
     # Text-only steps before the image steps, on ``pretrain(text=...)`` examples (constant lr
     # after warm-up). Copying from the prompt is an induction skill that a decoder trained from
     # scratch acquires abruptly after a few hundred steps of nothing else; mixed into image data
     # at the share the mixture can afford it does not appear within the budget at all. The
-    # drills are about as long as captions, so a text step costs nearly an image step (0.35 vs
-    # 0.39 s measured on 2 cores): shorter drills are the cheapest cut in the build's time.
+    # drills are about as long as captions, so a text step costs nearly an image step: shorter
+    # drills are the cheapest cut in the build's time.
     text_steps: int = 0
     # Text-only rows added to every image step (a second, cheap forward): copy practice that
     # continues while the decoder learns to read the image, instead of only before it.
     text_mix: int = 0
-    # Rows per text-only step (0: ``batch_size``). Smaller text batches are cheaper, but the
-    # copy skill came out weaker: see ``BaseSettings.text_batch_size``.
+    # Rows per text-only step (0: ``batch_size``). Smaller text batches are cheaper but leave
+    # the copy skill weaker.
     text_batch_size: int = 0
     # "auto": bf16 autocast where the CPU has native bf16 matmuls (see devices.cpu_bf16), else fp32
     cpu_precision: str = "auto"
@@ -96,11 +96,10 @@ def encode_images(
 ) -> torch.Tensor:
     """Frozen-tower features ``[N, tokens, hidden]`` for PIL images, via the processor's pixels.
 
-    The result is filled in place, batch by batch, in ``dtype``: collecting fp32 batches and
-    concatenating them held the build's 4,400 images three times over (fp32 list, fp32 copy,
-    half copy), and a 256-px batch of 64 keeps ~1 GB of activations alive. ``bf16`` runs the
-    tower under CPU bf16 autocast: 2.0x faster here (38 -> 18 ms per 256-px image, 2 threads) at
-    3 % relative error, which pretraining absorbs like a little noise on its inputs.
+    The result is filled in place, batch by batch, in ``dtype``, so the features are held once
+    rather than as an fp32 list, an fp32 copy and a half copy. ``bf16`` runs the tower under CPU
+    bf16 autocast, much faster where the CPU has native bf16 matmuls; its small relative error
+    is absorbed by pretraining like a little noise on its inputs.
     """
     tower = model.model.vision_tower
     out: torch.Tensor | None = None

@@ -60,8 +60,7 @@ class PartProbe(nn.Module):
     projector must put each part's value into the image tokens *as the word for it*. Why: the
     decoder's output layer is tied to those embeddings, and after the text-only drills it
     already knows how to copy a token it attends to; image tokens that look like "red" where
-    the crown is are read the same way. Measured from one shared text phase, 1,000 image
-    steps: descriptions' attribute accuracy 56.8 % with the linear readout, 84.4 % with words.
+    the crown is are read the same way.
     """
 
     def __init__(

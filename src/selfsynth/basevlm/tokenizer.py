@@ -2,7 +2,7 @@
 
 Byte-level BPE can spell any string, so a name the base model never saw in training (a species
 name that only the fine-tuning data contains) still tokenizes. The merges are trained on world
-text plus many made-up, species-like names (``base_data.tokenizer_corpus``), so a real name
+text plus many made-up, species-like names (``corpus.tokenizer_corpus``), so a real name
 splits into name-like pieces that the model has learned to read and copy.
 """
 

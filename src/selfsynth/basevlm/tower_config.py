@@ -5,14 +5,16 @@ custom model, so a checkpoint loads with plain ``AutoModelForImageTextToText.fro
 as long as ``selfsynth`` was imported first (its ``__init__`` imports this module).
 
 Importing this module must stay cheap because every ``selfsynth`` command pays for it: only the
-config class is defined here. The model class (in ``tower_model``, which imports
-``PreTrainedModel`` and the EfficientNet package) is registered with ``AutoModel`` the first time
-a tower config is created, which always happens before transformers needs the model class
-(``AutoModel.from_config`` / ``from_pretrained`` both build the config first).
+config class is defined here. The model class (in ``basevlm.tower``, which imports
+``PreTrainedModel`` and the EfficientNet package) is registered with ``AutoModel`` by a hook the
+package installs (``on_first_config``), run the first time a tower config is created: that always
+happens before transformers needs the model class (``from_config`` / ``from_pretrained`` both
+build the config first), and this module never imports the model module.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from transformers import AutoConfig, PretrainedConfig
@@ -21,7 +23,8 @@ MODEL_TYPE = "selfsynth_efficientnet"
 HEAD_CHANNELS = 1280  # EfficientNet-Lite0's last convolution
 FINE_CHANNELS = 112  # its stride-16 stage
 
-_MODEL_REGISTERED = False
+# The model class imports torch; the package registers it here so that this module stays cheap.
+_HOOKS: list[Callable[[], None]] = []
 
 
 class EfficientNetTowerConfig(PretrainedConfig):
@@ -46,7 +49,7 @@ class EfficientNetTowerConfig(PretrainedConfig):
     # which keeps colour and small-part detail that the final 1280-d features blur.
     fine_features: bool = False
     # Standardise each token's features (per part, no learned scale): ReLU6 activations summed
-    # over 1280 channels otherwise give image tokens ~100x the norm of text embeddings.
+    # over 1280 channels otherwise give image tokens far larger norms than text embeddings.
     normalize: bool = False
     # Each patch token also carries the mean pixel colour of a ``colour_cells`` x ``colour_cells``
     # grid of cells under it (3 values per cell, no parameters). ImageNet features are built to
@@ -66,33 +69,21 @@ class EfficientNetTowerConfig(PretrainedConfig):
         self.hidden_size = (
             HEAD_CHANNELS + (FINE_CHANNELS * 4 if self.fine_features else 0) + 3 * self.colour_cells**2
         )
-        register_model()
+        _run_hooks()
 
     @property
     def num_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
 
 
-def register_model() -> None:
-    """Register the tower model class with ``AutoModel`` (idempotent, imports torch modules)."""
-    global _MODEL_REGISTERED
-    if _MODEL_REGISTERED:
-        return
-    from transformers import AutoModel
-
-    from selfsynth.basevlm.tower import EfficientNetTower
-
-    AutoModel.register(EfficientNetTowerConfig, EfficientNetTower, exist_ok=True)
-    _MODEL_REGISTERED = True
+def on_first_config(hook: Callable[[], None]) -> None:
+    """Run ``hook`` once, when the first tower config is created (it registers the model class)."""
+    _HOOKS.append(hook)
 
 
-def __getattr__(name: str) -> Any:
-    # ``from selfsynth.basevlm.tower_config import EfficientNetTower`` works without an eager import.
-    if name == "EfficientNetTower":
-        from selfsynth.basevlm.tower import EfficientNetTower
-
-        return EfficientNetTower
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def _run_hooks() -> None:
+    while _HOOKS:
+        _HOOKS.pop(0)()
 
 
 AutoConfig.register(MODEL_TYPE, EfficientNetTowerConfig, exist_ok=True)

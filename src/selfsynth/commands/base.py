@@ -125,7 +125,7 @@ def _build(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from selfsynth.basevlm.evaluate import evaluate_base, format_report
     from selfsynth.io import write_json
-    from selfsynth.models.vlm import check_model_dir
+    from selfsynth.models.model_dir import check_model_dir
 
     check_model_dir(args.model)
     res = evaluate_base(

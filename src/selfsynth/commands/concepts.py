@@ -17,10 +17,12 @@ from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from selfsynth.experts import SOURCES
+
     p = sub.add_parser("concepts", help="fetch expert concepts per class into a concept bank")
     csub = p.add_subparsers(dest="concepts_command", metavar="ACTION", required=True)
     f = csub.add_parser("fetch", help="ask the expert (file, openai or hf) for every label; write bank JSON")
-    f.add_argument("--source", choices=("file", "openai", "hf"), help="overrides concepts.source")
+    f.add_argument("--source", choices=SOURCES, help="overrides concepts.source")
     f.add_argument("--labels-file", help="labels, one per line (# comments allowed), or a JSON list")
     f.add_argument("--format", help="take the labels from a dataset of this format (with --root)")
     f.add_argument("--root", help="the dataset's folder (with --format)")
@@ -86,13 +88,13 @@ def _labels(args: argparse.Namespace) -> list[str]:
 
 def run_fetch(args: argparse.Namespace) -> int:
     from selfsynth.data.concept_bank import concept_bank_problems, save_concept_bank
-    from selfsynth.experts.sources import get_concept_source
+    from selfsynth.experts import make_source
 
     cfg = _concepts_config(args)
     labels = _labels(args)
     out = Path(args.out)
     cache = Path(args.cache) if args.cache else out.parent / "expert.sqlite"
-    source = get_concept_source(cfg, cache if cfg.source != "file" else None)
+    source = make_source(cfg, cache if cfg.source != "file" else None)
     bank = source.concepts(labels, progress=True)
     save_concept_bank(out, bank)
     paid = getattr(source, "requests_made", 0)

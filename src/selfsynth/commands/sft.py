@@ -1,6 +1,6 @@
-"""Run LoRA SFT from the shell, e.g. under ``accelerate launch`` for several processes or GPUs.
+"""``selfsynth sft``: LoRA SFT from the shell, e.g. under ``accelerate launch`` for several processes or GPUs.
 
-    accelerate launch --num_processes 2 -m selfsynth.commands.sft MODEL_DIR train.jsonl OUT_DIR \\
+    accelerate launch --num_processes 2 -m selfsynth sft MODEL_DIR train.jsonl OUT_DIR \\
         lr=1e-4 epochs=1 batch_size=32 micro_batch_size=8
 
 ``train.jsonl`` holds QA records (``id``, ``image``, ``question``, ``answer``, ``label``; relative
@@ -34,8 +34,7 @@ def read_qa(path: Path) -> list[QA]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m selfsynth.commands.sft", description=__doc__.splitlines()[0])
+def _add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("model", help="local model directory")
     ap.add_argument("data", type=Path, help="QA records, one JSON object per line")
     ap.add_argument("out", type=Path, help="output folder (adapter/, train_log.jsonl)")
@@ -48,32 +47,48 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint-every", type=int, default=50)
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--no-feature-cache", action="store_true")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        from selfsynth.models.vlm import VLM
 
-        cfg = from_dict(FinetuneConfig, parse_overrides(args.overrides), "finetune")
-        examples = read_qa(args.data)
-        vlm = VLM.load(args.model, dtype=args.dtype, feature_cache=not args.no_feature_cache)
-        summary = vlm.train_lora(
-            examples,
-            cfg,
-            args.out,
-            seed=args.seed,
-            progress=False,
-            resume=args.resume,
-            max_steps=args.max_steps,
-            checkpoint_every=args.checkpoint_every,
-        )
-    except SelfsynthError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sft", help="LoRA SFT on a QA file (runs under accelerate launch / torchrun too)")
+    _add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
     from accelerate.state import PartialState
 
+    from selfsynth.models.vlm import VLM
+
+    cfg = from_dict(FinetuneConfig, parse_overrides(args.overrides), "finetune")
+    examples = read_qa(args.data)
+    vlm = VLM.load(args.model, dtype=args.dtype, feature_cache=not args.no_feature_cache)
+    summary = vlm.train_lora(
+        examples,
+        cfg,
+        args.out,
+        seed=args.seed,
+        progress=False,
+        resume=args.resume,
+        max_steps=args.max_steps,
+        checkpoint_every=args.checkpoint_every,
+    )
     if PartialState().is_main_process:
         print(json.dumps(summary))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m selfsynth.commands.sft``: the same command without the ``selfsynth`` front end."""
+    ap = argparse.ArgumentParser(prog="python -m selfsynth.commands.sft", description=__doc__.splitlines()[0])
+    _add_arguments(ap)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return run(args)
+    except SelfsynthError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
 
 
 if __name__ == "__main__":

@@ -11,11 +11,13 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from selfsynth.config import ConceptsConfig
 from selfsynth.errors import ConfigError, ExpertError
-from selfsynth.experts.sources import CachedLLMSource
+from selfsynth.experts.base import CachedLLMSource
+
+if TYPE_CHECKING:
+    from selfsynth.config import ConceptsConfig
 
 log = logging.getLogger(__name__)
 

@@ -11,16 +11,11 @@ hand-made answers with test doubles.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from selfsynth.text import first_class, label_in, normalize
+from selfsynth.text import first_class, label_in
 
-# An explicit "answer is X" first; only without one, "option X" or a leading "X." / "(X)".
-_STATED = re.compile(r"\b(?:answer is|answer:)\s*\(?([A-Z])\b")
-_LETTER = re.compile(r"\boption\s*\(?([A-Z])\b|^\s*\(?([A-Z])[\.\):]?(?:\s|$)")
-_STATED_TEXT = re.compile(r"\b(?:answer is|answer:)\s*([^.\n]+)", re.IGNORECASE)
 NONE = "none"  # the confusion-matrix column for answers that name no class
 
 
@@ -36,52 +31,6 @@ def accuracy(answers: Sequence[str], labels: Sequence[str], classes: Sequence[st
     sub = sum(label_in(a, y) for a, y in zip(answers, labels, strict=True))
     strict = sum(first_class(a, classes) == y for a, y in zip(answers, labels, strict=True))
     return {"acc_substring": sub / n, "acc_strict": strict / n, "n": n}
-
-
-def parse_letter(answer: str, letters: str = "ABCD") -> str | None:
-    """The option letter a multiple-choice answer commits to, or None."""
-    text = answer.strip()
-    # An explicit "answer is X" wins over a leading "A." (answers that check options in turn
-    # begin with "A. ..." whatever they conclude).
-    m = _STATED.search(text) or _LETTER.search(text)
-    if m:
-        letter = next(g for g in m.groups() if g)
-        if letter in letters:
-            return letter
-    return None
-
-
-def read_choice(answer: str, options: Mapping[str, str]) -> str | None:
-    """The option a multiple-choice answer picks: a stated letter, else a stated option text.
-
-    In order: the letter ``parse_letter`` finds; the option whose text an explicit "Answer:
-    <text>" / "the answer is <text>" states (up to the sentence's end); the one option whose
-    text the whole answer states. The text rules are MMBench's for answers without a letter,
-    and read how the embedded base model answers (``prompts.vqa_answer``: "Wings: black.").
-    Longer option texts are matched first and taken out, so "slender" is not also read inside
-    "long and slender"; two or more stated options, or none, pick nothing.
-    """
-    letter = parse_letter(answer, "".join(options))
-    if letter is not None:
-        return letter
-    stated = _STATED_TEXT.search(answer)
-    if stated:
-        pick = _option_in(stated.group(1), options)
-        if pick is not None:
-            return pick
-    return _option_in(answer, options)
-
-
-def _option_in(text: str, options: Mapping[str, str]) -> str | None:
-    """The one option whose (normalised) text ``text`` contains, longest texts first; else None."""
-    rest = f" {normalize(text)} "
-    hits = []
-    named = {key: normalize(value) for key, value in options.items()}
-    for key, value in sorted(named.items(), key=lambda kv: -len(kv[1])):
-        if value and f" {value} " in rest:
-            hits.append(key)
-            rest = rest.replace(f" {value} ", "  ")
-    return hits[0] if len(hits) == 1 else None
 
 
 def _classes(rows: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> list[str]:
@@ -149,7 +98,7 @@ def answer_metrics(
     vectors) ``cs`` and ``cs_explained``; with ``fluency`` (``.perplexity(texts)``) ``fs``; with
     ``grounding`` the ``ground_*`` / ``halluc_*`` numbers; with ``judge`` ``ee_judge`` and
     ``cs_judge``. ``citer(text, phrases) -> cited phrases`` overrides the concept matcher
-    (default: the world's parser when ``grounding``, else word overlap).
+    (default: word overlap, ``grounding.cite_phrases``; a dataset may offer its own).
 
     Row fields: ``pred``, ``correct_substring``, ``correct_strict``, ``ee``, and as available
     ``cs``, ``ppl``, ``cited``, ``cited_visible``, ``hallucinated``, ``precision``, ``recall``,

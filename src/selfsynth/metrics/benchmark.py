@@ -5,7 +5,7 @@ columns ``A``, ``B``, ... (some empty), ``answer`` (a letter), ``image`` (base64
 ``hint`` and ``category``. MMBench stores each image once: a later row's ``image`` may hold the
 ``index`` of the row that carries it. Each item becomes ``[Hint: ...]`` + question + lettered
 options + "Answer with the option's letter."; the model answers greedily and
-``selfsynth.metrics.answers.read_choice`` reads its choice (the stated letter; without one, the one
+``selfsynth.metrics.choice.read_choice`` reads its choice (the stated letter; without one, the one
 option whose text the answer states). Accuracy = correct / items, overall and per category.
 
 The paper's own numbers come from lmms-eval; ``lmms_eval_command`` prints that command for a
@@ -22,14 +22,14 @@ import logging
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
-from tqdm import tqdm
 
 from selfsynth.errors import DataError
-from selfsynth.metrics.answers import read_choice
+from selfsynth.metrics.choice import answer_choices, choice_accuracy
 from selfsynth.prompts import vqa_prompt
 
 log = logging.getLogger(__name__)
@@ -162,31 +162,31 @@ def evaluate_items(
     progress: bool = True,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Greedy answers for ``items`` from ``vlm`` (anything with ``.generate``); (summary, per-item rows)."""
-    rows: list[dict[str, Any]] = []
-    step = max(batch_size, 1) * 4
-    for s in tqdm(range(0, len(items), step), desc="general", unit="chunk", disable=not progress):
-        chunk = items[s : s + step]
-        outs = vlm.generate(
-            [it.pil() for it in chunk],
-            [it.prompt for it in chunk],
-            n=1,
-            temperature=0.0,
-            max_new_tokens=max_new_tokens,
-            batch_size=batch_size,
-        )
-        for it, o in zip(chunk, outs, strict=True):
-            text = o[0].strip()
-            pred = read_choice(text, it.options)
-            rows.append(
-                {
-                    "index": it.index,
-                    "category": it.category,
-                    "answer": it.answer,
-                    "output": text,
-                    "pred": pred,
-                    "correct": pred == it.answer,
-                }
-            )
+    choices = answer_choices(
+        vlm,
+        items,
+        image_for=MCItem.pil,
+        prompt_for=attrgetter("prompt"),
+        options_for=attrgetter("options"),
+        answer_for=attrgetter("answer"),
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        chunk_size=max(batch_size, 1)
+        * 4,  # a few batches per call: the progress bar moves, images decode lazily
+        progress=progress,
+        desc="general",
+    )
+    rows = [
+        {
+            "index": it.index,
+            "category": it.category,
+            "answer": it.answer,
+            "output": c.text,
+            "pred": c.pred,
+            "correct": c.correct,
+        }
+        for it, c in zip(items, choices, strict=True)
+    ]
     return summarize(rows), rows
 
 
@@ -197,9 +197,9 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         cats.setdefault(r["category"] or "(none)", []).append(r["correct"])
     return {
         "n": n,
-        "accuracy": sum(r["correct"] for r in rows) / n if n else 0.0,
+        "accuracy": choice_accuracy([r["correct"] for r in rows]),
         "unparsed": sum(r["pred"] is None for r in rows),
-        "per_category": {c: {"n": len(v), "accuracy": sum(v) / len(v)} for c, v in sorted(cats.items())},
+        "per_category": {c: {"n": len(v), "accuracy": choice_accuracy(v)} for c, v in sorted(cats.items())},
     }
 
 

@@ -1,7 +1,7 @@
 """Concept grounding: which expert concepts an answer cites, and whether they are visible in its image.
 
-Only the embedded world knows which concepts each test image shows (``visible_concepts``), so
-only there can an explanation be checked against the image. Definitions (micro-averaged over the
+Only a dataset that records which concepts each test image shows (``visible_concepts``; the
+embedded world does) lets an explanation be checked against the image. Definitions (micro-averaged over the
 answers that carry ``visible_concepts``; per answer too):
 
 - cited C_i: the concept phrases of ANY class that answer i cites; V_i: the image's visible ones
@@ -11,8 +11,8 @@ answers that carry ``visible_concepts``; per answer too):
   that are not in the true class's bank at all. A ratio whose denominator is 0 (nothing cited
   anywhere, e.g. a label-only model) is None, shown as "-": undefined, not perfect or zero.
 
-Citation on the world uses ``selfsynth.data.world.vocab.cited_concepts`` (it parses the world's
-part/value grammar, so synonyms such as "scarlet cap" count); elsewhere ``cite_phrases`` below.
+A dataset may bring its own citer (``data.registry.Capabilities.citer``: the world's parses its
+part/value grammar, so synonyms such as "scarlet cap" count); the default is ``cite_phrases`` below.
 It compares content words (plurals and grey/gray, bill/beak folded; hedges such as "typically"
 dropped): a phrase of up to three content words is cited when all of them occur in one clause of
 the answer (clauses end at punctuation and at "and", "with", "but"...; "and" is kept when the
@@ -65,18 +65,6 @@ def cite_phrases(text: str, phrases: Sequence[str]) -> list[str]:
     return [p for p, w in hits if not any(w < other for _, other in hits)]
 
 
-def default_citer(world: bool = True) -> Citer:
-    """On the world, its own attribute matcher ("a scarlet cap" cites "bright red crown") when it is
-    importable; elsewhere (field-guide phrases it cannot parse) the word-overlap ``cite_phrases``."""
-    if not world:
-        return cite_phrases
-    try:
-        from selfsynth.data.world.vocab import cited_concepts
-    except ImportError:
-        return cite_phrases
-    return lambda text, phrases: list(cited_concepts(text, phrases))
-
-
 def _key(phrase: str) -> str:
     return normalize(phrase)
 
@@ -92,9 +80,10 @@ def grounding(
     ``precision``, ``recall``) to each row in place; return the micro/macro grounding metrics.
 
     Rows need ``answer`` and ``label``; ``visible_concepts`` (a list) enables the grounding
-    numbers for that row. ``with_visibility=False`` only marks citations (non-world datasets).
+    numbers for that row. ``with_visibility=False`` only marks citations (datasets without
+    per-image visible concepts). ``citer`` defaults to ``cite_phrases``.
     """
-    citer = citer or default_citer(world=with_visibility)
+    citer = citer or cite_phrases
     phrases = list(dict.fromkeys(p for ps in bank.values() for p in ps))
     n_cited = n_hit = n_visible = n_other = n_rows = 0
     precisions: list[float] = []

@@ -1,10 +1,17 @@
 """An optional LLM judge for EE and CS, as the paper scored them: any OpenAI-compatible chat endpoint.
 
-Off by default (the rule-based EE and the embedding CS in ``selfsynth.metrics.answers`` need no network).
-Each request goes through plain urllib to ``{base_url}/chat/completions``; answers are cached in
+Off by default (``evaluate.judge=false``: the rule-based EE and the embedding CS in
+``selfsynth.metrics.answers`` need no network). With ``evaluate.judge=true`` the evaluate stage
+builds one from ``evaluate.judge_api`` (:func:`make_judge`). Requests go through the shared
+:class:`selfsynth.experts.openai_client.OpenAIClient` (retries, Retry-After, the key read from
+the variable ``api_key_env`` names and redacted from every message); answers are cached in
 SQLite under a hash of the request (endpoint, model, messages, temperature: never the key), so a
-report or a rerun never pays twice. The API key is read from the environment variable named by
-``api_key_env`` at call time and only ever goes into the Authorization header.
+report or a rerun never pays twice.
+
+A body that is not a chat completion is retried, and after the last retry the stage stops with a
+JudgeError naming the endpoint and the fix (a half-judged round would give a mean over fewer
+rows than it claims). A well-formed reply that is not yes/no (EE) or a number 0..10 (CS) is
+that row's ``None``: it is left out of the mean, like a class with no expert concepts.
 
 - EE judge: "does the answer give at least one visual reason beyond the class name?" -> yes/no
 - CS judge: "how well do the answer's visual features agree with the true class's expert
@@ -16,20 +23,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
 from selfsynth.cache import SqliteStore
-from selfsynth.config import OpenAIConfig
-from selfsynth.errors import ConfigError, SelfsynthError
+from selfsynth.errors import SelfsynthError
+from selfsynth.experts.openai_client import OpenAIClient
+
+if TYPE_CHECKING:
+    from selfsynth.config import EvaluateConfig, OpenAIConfig
 
 log = logging.getLogger(__name__)
 _NS = "judge"
@@ -49,7 +55,7 @@ CS_PROMPT = (
 
 
 class JudgeError(SelfsynthError):
-    """The judge endpoint failed after its retries or answered something unparseable."""
+    """The judge endpoint refused a request, or failed after its retries."""
 
 
 def parse_yes_no(text: str) -> int | None:
@@ -65,69 +71,30 @@ def parse_score(text: str) -> float | None:
 class Judge:
     """``score(rows, bank)`` -> ``[{"ee": 0|1|None, "cs": float|None}]``; one cached request per question."""
 
-    def __init__(self, cfg: OpenAIConfig, cache_path: str | Path | None = None) -> None:
-        if not cfg.base_url or not cfg.model:
-            raise ConfigError("the judge needs base_url and model (an OpenAI-compatible endpoint)")
+    def __init__(
+        self, cfg: OpenAIConfig, cache_path: str | Path | None = None, *, setting: str = "evaluate.judge_api"
+    ) -> None:
         self.cfg = cfg
-        self.endpoint = cfg.base_url.rstrip("/") + "/chat/completions"
+        self.client = OpenAIClient(
+            cfg, setting=setting, error=JudgeError, note=", or set evaluate.judge=false"
+        )
+        self.endpoint = self.client.endpoint
+        self.client.key()  # a missing key stops the stage now, before the model answers anything
         self._store = SqliteStore(cache_path) if cache_path is not None else None
-        self.requests_made = 0
-
-    def _key(self) -> str:
-        env = self.cfg.api_key_env
-        key = os.environ.get(env, "") if env else ""
-        if env and not key:
-            raise ConfigError(f"the environment variable {env} is empty: export the judge's API key there")
-        return key
+        self.requests_made = 0  # questions actually sent (cache misses), for logs and tests
 
     def ask(self, prompt: str) -> str:
         """The endpoint's answer to one user prompt, from the cache when it was asked before."""
         messages = [{"role": "user", "content": prompt}]
-        request = {
-            "endpoint": self.endpoint,
-            "model": self.cfg.model,
-            "messages": messages,
-            "temperature": self.cfg.temperature,
-        }
+        request = self.client.request_fields(messages)
         ck = hashlib.sha256(json.dumps(request, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
         if self._store is not None and (hit := self._store.get(_NS, ck)) is not None:
             return hit.decode("utf-8")
-        text = self._post(messages)
+        text = self.client.chat(messages, what="judge request")
+        self.requests_made += 1
         if self._store is not None:
             self._store.put(_NS, ck, text.encode("utf-8"))
         return text
-
-    def _post(self, messages: list[dict[str, str]]) -> str:
-        key = self._key()
-        body = json.dumps(
-            {"model": self.cfg.model, "messages": messages, "temperature": self.cfg.temperature}
-        ).encode()
-        headers = {"Content-Type": "application/json"}
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        last = ""
-        for attempt in range(self.cfg.max_retries + 1):
-            req = urllib.request.Request(self.endpoint, data=body, headers=headers, method="POST")
-            self.requests_made += 1
-            try:
-                with urllib.request.urlopen(req, timeout=self.cfg.timeout_s) as resp:
-                    obj = json.loads(resp.read().decode("utf-8"))
-                content = obj["choices"][0]["message"]["content"]
-                if isinstance(content, str) and content.strip():
-                    return content
-                last = "an empty answer"
-            except urllib.error.HTTPError as e:
-                last = f"HTTP {e.code}"
-                if e.code not in (408, 429) and e.code < 500:
-                    break
-            except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
-                last = type(e).__name__  # never the message: a server may echo the request
-            if attempt < self.cfg.max_retries:
-                time.sleep(self.cfg.backoff_s * 2**attempt)
-        raise JudgeError(
-            f"judge request to {self.endpoint} failed ({last}); check base_url, model and the key in "
-            f"${self.cfg.api_key_env}, or run without the judge"
-        )
 
     def score(
         self, rows: Sequence[Mapping[str, Any]], bank: Mapping[str, Sequence[str]], progress: bool = False
@@ -144,9 +111,19 @@ class Judge:
                     self.ask(CS_PROMPT.format(label=r["label"], concepts=listing, answer=answer))
                 )
             out.append({"ee": ee, "cs": cs})
+        log.info(
+            "judge %s: %d questions sent so far, the rest from its cache", self.endpoint, self.requests_made
+        )
         return out
 
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
             self._store = None
+
+
+def make_judge(cfg: EvaluateConfig, cache_dir: Path) -> Judge | None:
+    """The judge ``evaluate.judge`` asks for, caching in ``cache_dir/judge.sqlite``; None when it is off."""
+    if not cfg.judge:
+        return None
+    return Judge(cfg.judge_api, cache_dir / "judge.sqlite")

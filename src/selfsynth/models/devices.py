@@ -51,10 +51,8 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return _DTYPES[dtype]
 
 
-# Under CPU bf16 autocast, oneDNN keeps compiled kernels per tensor shape: with every batch a new
-# length, resident memory grew without bound (scratch Llama, 300 steps of random lengths 60-140:
-# 1.1 GB in fp32, 2.7-3.1 GB in bf16, 1.1 GB in bf16 with lengths rounded up to a multiple of 16).
-# Training batches are padded to this multiple under bf16 autocast.
+# Under CPU bf16 autocast, oneDNN keeps compiled kernels per tensor shape, so resident memory grows
+# with every new batch length; training batches are padded to this multiple to bound the shapes.
 PAD_MULTIPLE_BF16 = 16
 
 
@@ -84,11 +82,9 @@ def attention_for(setting: str, device: torch.device) -> str | None:
 
     "auto" means plain (eager) attention on CPU and the library default (SDPA / flash) on GPUs.
     On CPU, torch's fused SDPA kernel is slow for the short sequences and few heads of small
-    models, in the backward pass above all: a LoRA step of the world's decoder (batch 32,
-    128 tokens) takes 0.50 s with SDPA and 0.34 s eager under bf16 autocast, 0.75 vs 0.51 s in
-    fp32; generation speed is the same. Eager keeps the attention matrix for the backward pass,
-    which only matters for long sequences on large models, where ``model.attention=sdpa`` is
-    the setting to choose.
+    models, in the backward pass above all; generation speed is the same. Eager keeps the
+    attention matrix for the backward pass, which only matters for long sequences on large
+    models, where ``model.attention=sdpa`` is the setting to choose.
     """
     if setting not in ATTENTIONS:
         raise ConfigError(f"model.attention={setting!r}: choose one of {', '.join(ATTENTIONS)}")

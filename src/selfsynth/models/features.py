@@ -45,10 +45,9 @@ _IRRELEVANT = frozenset(
 def tensor_digest(t: torch.Tensor) -> bytes:
     """SHA-1 of a tensor's bytes (any dtype, any device), 16 bytes of it.
 
-    Every training step hashes its batch's pixels (32 x 786 KB for the world's 256-px images):
-    SHA-1 runs on the CPU's SHA instructions, 3x faster than blake2b here, and reading the
-    tensor's buffer directly saves a copy. Keys only need to tell images apart, not resist
-    an attacker.
+    Every training step hashes its batch's pixels: SHA-1 runs on the CPU's SHA instructions,
+    faster than blake2b where they exist, and reading the tensor's buffer directly saves a
+    copy. Keys only need to tell images apart, not resist an attacker.
     """
     t = t.detach().contiguous().cpu()
     return hashlib.sha1(memoryview(t.view(torch.uint8).numpy()), usedforsecurity=False).digest()[:16]

@@ -44,7 +44,7 @@ def merge_adapter(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | 
 
     import selfsynth  # noqa: F401  (registers the embedded model's custom tower)
     from selfsynth.models.lora import quiet_peft
-    from selfsynth.models.vlm import check_model_dir
+    from selfsynth.models.model_dir import check_model_dir
 
     base = check_model_dir(base_dir)
     adapter = Path(adapter_dir)

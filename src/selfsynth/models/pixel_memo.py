@@ -1,13 +1,12 @@
 """Processed pixels per image, so each image is resized and normalised once per model load.
 
-Every LoRA step, sample, description and evaluation hands the processor PIL images: a training
-step of the world's recipe spent 0.08 s of its 0.44 s resizing and normalising 32 images it had
-seen in every earlier step, and another 0.04 s hashing the resulting pixels to look their
-features up in the feature cache. ``PixelMemo`` keeps the image processor's output per image,
-keyed by a hash of the image itself (pixels, size and mode of the PIL image: 30 us for a 128-px
-image, and an augmented copy is a different image), together with the digest of the processed
-pixels, which ``features.CachedTower`` then takes instead of hashing again
-(``features.remember_digests``).
+Every LoRA step, sample, description and evaluation hands the processor PIL images, and on a
+small model resizing and normalising the same images every epoch, then hashing the pixels to look
+their features up in the feature cache, is a sizeable share of a training step. ``PixelMemo``
+keeps the image processor's output per image, keyed by a cheap hash of the image itself (pixels,
+size and mode of the PIL image, so an augmented copy is a different image), together with the
+digest of the processed pixels, which ``features.CachedTower`` then takes instead of hashing
+again (``features.remember_digests``).
 
 Only image processors that give one fixed-size ``pixel_values`` row per image (the LLaVA family,
 the embedded model) are memoised; others (Qwen2-VL's patch grids, Idefics3's image splitting)

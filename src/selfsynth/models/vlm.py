@@ -32,26 +32,11 @@ from selfsynth.models.chat import (
 from selfsynth.models.decode import decode, uniforms
 from selfsynth.models.devices import attention_for, resolve_device, resolve_dtype
 from selfsynth.models.features import CachedTower, FeatureCache, find_tower, install_feature_cache
+from selfsynth.models.model_dir import check_model_dir
 
 log = logging.getLogger(__name__)
 
-__all__ = ["VLM", "build_messages"]
-
-
-def check_model_dir(path: str | Path) -> Path:
-    """``path`` as a Path if it is a local model directory; a SelfsynthError naming the fix otherwise."""
-    p = Path(path).expanduser()
-    if not p.is_dir():
-        raise SelfsynthError(
-            f"{p}: model directory not found; set model.path to a local Hugging Face model "
-            "directory (models are never downloaded)"
-        )
-    if not (p / "config.json").is_file():
-        raise SelfsynthError(
-            f"{p}: no config.json here, so this is not a Hugging Face model directory; "
-            "point model.path at the folder that holds config.json and the weights"
-        )
-    return p
+__all__ = ["VLM", "build_messages", "check_model_dir"]
 
 
 class VLM:

@@ -129,9 +129,9 @@ def _tables(runs: Sequence[RunData]) -> str:
 
 
 def _citer(run: RunData):
-    from selfsynth.metrics.grounding import default_citer
+    from selfsynth.metrics.grounding import cite_phrases
 
-    return default_citer(world=run.data_format == "world")
+    return run.capabilities.citer or cite_phrases
 
 
 def render_run(run: RunData, *, gallery: int = 24, train_gallery: int = 12) -> str:
@@ -162,7 +162,7 @@ def render_run(run: RunData, *, gallery: int = 24, train_gallery: int = 12) -> s
         )
         legend = (
             "green: cited and visible in this image; red: cited but not visible (or another species')"
-            if run.data_format == "world"
+            if run.capabilities.visibility
             else "yellow: clauses citing an expert concept"
         )
         body.append(
@@ -191,7 +191,8 @@ def _with_citations(run: RunData, rows: list[dict[str, Any]]) -> list[dict[str, 
     from selfsynth.metrics.grounding import grounding
 
     rows = [dict(r) for r in rows]
-    grounding(rows, bank, with_visibility=run.data_format == "world")
+    offers = run.capabilities
+    grounding(rows, bank, citer=offers.citer, with_visibility=offers.visibility)
     return rows
 
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from selfsynth.errors import SelfsynthError
+from selfsynth.data.registry import Capabilities, get_capabilities
+from selfsynth.errors import ConfigError, SelfsynthError
 from selfsynth.io import iter_jsonl, read_json
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,14 @@ class RunData:
     @property
     def data_format(self) -> str:
         return str((self.config.get("data") or {}).get("format", ""))
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the run's data format offers; nothing for a format unknown here (a plugin not loaded)."""
+        try:
+            return get_capabilities(self.data_format)
+        except ConfigError:
+            return Capabilities()
 
     def stage_dir(self, rnd: int | None) -> Path:
         return self.dir / ("base" if not rnd else f"round_{rnd}") / "evaluate"
@@ -177,11 +186,7 @@ def train_images(run: RunData, ids: set[str]) -> dict[str, str]:
                 scan(f)
             except (SelfsynthError, json.JSONDecodeError, OSError) as e:
                 log.debug("cannot scan %s for image paths: %s", f, e)
-    if (
-        len(found) < len(ids)
-        and run.data_format == "world"
-        and root
-        and (Path(root) / "train.jsonl").is_file()
-    ):
-        scan(Path(root) / "train.jsonl", Path(root))
+    manifest = run.capabilities.train_manifest
+    if len(found) < len(ids) and manifest and root and (Path(root) / manifest).is_file():
+        scan(Path(root) / manifest, Path(root))
     return found

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict
-from pathlib import Path
 
+from selfsynth.data.registry import get_capabilities
 from selfsynth.io import read_json, write_json
 from selfsynth.runs import Stage, stage_fp
 from selfsynth.stages.context import Context
@@ -15,9 +15,8 @@ log = logging.getLogger(__name__)
 
 def default_bank_path(ctx: Context) -> str:
     """The dataset's own concept bank when it ships one (the embedded world does)."""
-    if ctx.cfg.data.format == "world":
-        return str(Path(ctx.cfg.data.root) / "concepts.json")
-    return ""
+    shipped = get_capabilities(ctx.cfg.data).concept_bank
+    return shipped(ctx.cfg.data) if shipped else ""
 
 
 def run_concepts(ctx: Context) -> tuple[dict[str, list[str]], str]:
@@ -31,9 +30,9 @@ def run_concepts(ctx: Context) -> tuple[dict[str, list[str]], str]:
         return read_json(out), fp
     stage.begin()
     from selfsynth.data.concept_bank import validate_concept_bank
-    from selfsynth.experts.sources import get_concept_source
+    from selfsynth.experts import make_source
 
-    source = get_concept_source(cfg, ctx.cache_dir / "expert.sqlite", default_path=path)
+    source = make_source(cfg, ctx.cache_dir / "expert.sqlite", default_path=path)
     bank = source.concepts(list(ctx.labels), progress=ctx.progress)
     bank = {lab: bank[lab] for lab in ctx.labels if lab in bank}
     validate_concept_bank(bank, ctx.labels, min_concepts=cfg.min_concepts, source=path or cfg.source)

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from selfsynth.config import RunConfig
-from selfsynth.prompts import NOUNS, PromptPools, pools_for
+from selfsynth.models.backend import Backend, load_backend
+from selfsynth.prompts import PromptPools, pools_for
 from selfsynth.records import Example
 
 log = logging.getLogger(__name__)
@@ -37,30 +38,17 @@ class Context:
         self.pools = pools_for(self.cfg.data.kind)
 
     @property
-    def noun(self) -> str:
-        return NOUNS[self.cfg.data.kind][0]
-
-    @property
     def cache_dir(self) -> Path:
         return self.run_dir / "cache"
 
-    def vlm(self, path: str | Path):
-        """The VLM at ``path``, loading it (and dropping any other) on first use."""
+    def vlm(self, path: str | Path) -> Backend:
+        """The model backend at ``path``, loading it (and dropping any other) on first use."""
         path = str(path)
         if self._vlm is not None and self._vlm_path == path:
             return self._vlm
         self.release_vlm()
-        from selfsynth.models.vlm import VLM
-
         log.info("loading VLM from %s", path)
-        self._vlm = VLM.load(
-            path,
-            dtype=self.cfg.model.dtype,
-            device=self.cfg.model.device,
-            feature_cache=self.cfg.model.feature_cache,
-            feature_cache_dir=self.cache_dir / "features" if self.cfg.model.feature_cache else None,
-            attention=self.cfg.model.attention,
-        )
+        self._vlm = load_backend(path, self.cfg.model, cache_dir=self.cache_dir / "features")
         self._vlm_path = path
         return self._vlm
 

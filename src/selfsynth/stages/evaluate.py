@@ -1,8 +1,9 @@
 """Stage ``evaluate``: the model's greedy answer to the dataset's first explain question on the test split.
 
 Run for the base model and after every round. Per-sample answers go to ``samples.jsonl`` so any
-metric can be recomputed without the model; ``metrics.json`` holds the summary. On the embedded
-world it also scores the generic multiple-choice VQA (general ability before/after tuning).
+metric can be recomputed without the model; ``metrics.json`` holds the summary. Where the dataset
+offers general multiple-choice VQA (the embedded world does) it also scores that (general
+ability before/after tuning).
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from selfsynth.io import iter_jsonl, read_json, write_json, write_jsonl
-from selfsynth.metrics.answers import answer_metrics, read_choice
+from selfsynth.data.registry import get_capabilities
+from selfsynth.io import read_json, write_json, write_jsonl
+from selfsynth.metrics.answers import answer_metrics
+from selfsynth.metrics.choice import answer_choices, choice_accuracy
+from selfsynth.metrics.judge import make_judge
 from selfsynth.prompts import VQA_MAX_NEW_TOKENS, vqa_prompt
 from selfsynth.records import Example
 from selfsynth.runs import Stage, chunk_seed, stage_fp
@@ -33,10 +37,10 @@ def test_subset(examples: Sequence[Example], cap: int) -> list[Example]:
 
 
 def _general_items(ctx: Context, test_images: set[str]) -> list[dict[str, Any]]:
-    root = Path(ctx.cfg.data.root)
-    if ctx.cfg.data.format != "world" or not (root / "vqa.jsonl").is_file():
+    items = get_capabilities(ctx.cfg.data).general_vqa
+    if items is None:
         return []
-    return [r for _, r in iter_jsonl(root / "vqa.jsonl") if str((root / r["image"]).resolve()) in test_images]
+    return [r for r in items(ctx.cfg.data) if str(Path(r["image"]).resolve()) in test_images]
 
 
 def run_evaluate(
@@ -44,13 +48,19 @@ def run_evaluate(
 ) -> dict[str, Any]:
     """Evaluate ``model_path``; ``name`` is ``base`` or ``round_<r>``. Returns the metrics."""
     cfg = ctx.cfg.evaluate
+    offers = get_capabilities(ctx.cfg.data)
     test = test_subset(ctx.test, cfg.max_test)
     question = ctx.pools.eval_question
-    fp = stage_fp({**asdict(cfg), "question": question}, model_path, *inputs_fp, *[e.id for e in test])
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("judge", "judge_api")}
+    if cfg.judge:  # only then: runs without the judge keep the fingerprint they had before it existed
+        api = cfg.judge_api
+        settings["judge"] = {"base_url": api.base_url, "model": api.model, "temperature": api.temperature}
+    fp = stage_fp({**settings, "question": question}, model_path, *inputs_fp, *[e.id for e in test])
     stage = Stage(ctx.run_dir, f"{name}/evaluate", fp)
     if stage.done():
         return read_json(stage.dir / "metrics.json")
     stage.begin()
+    judge = make_judge(cfg, ctx.cache_dir)  # None when off; built first so a bad setting fails fast
 
     def work(c: int, chunk: Sequence[Example]) -> list[dict[str, Any]]:
         outs = ctx.vlm(model_path).generate(
@@ -85,28 +95,29 @@ def run_evaluate(
             bank=bank,
             encoder=ctx.encoder(),
             fluency=ctx.fluency() if cfg.fluency else None,
-            grounding=ctx.cfg.data.format == "world",
+            grounding=offers.visibility,
+            citer=offers.citer,
+            judge=judge,
         )
     )
+    if judge is not None:
+        judge.close()
     if cfg.general:
         items = _general_items(ctx, {str(Path(e.image).resolve()) for e in test})
         if 0 < cfg.general_max < len(items):
             step = len(items) / cfg.general_max
             items = [items[int(i * step)] for i in range(cfg.general_max)]
         if items:
-            outs = ctx.vlm(model_path).generate(
-                [str(Path(ctx.cfg.data.root) / r["image"]) for r in items],
-                [vqa_prompt(r["question"], r["options"]) for r in items],
-                n=1,
-                temperature=0.0,
-                max_new_tokens=VQA_MAX_NEW_TOKENS,
+            choices = answer_choices(
+                ctx.vlm(model_path),
+                items,
+                image_for=lambda r: r["image"],
+                prompt_for=lambda r: vqa_prompt(r["question"], r["options"]),
                 batch_size=cfg.batch_size,
+                max_new_tokens=VQA_MAX_NEW_TOKENS,
             )
-            correct = [
-                read_choice(o[0], r["options"]) == r["answer"] for o, r in zip(outs, items, strict=True)
-            ]
-            metrics["general_vqa"] = sum(correct) / len(correct)
-            metrics["general_n"] = len(correct)
+            metrics["general_vqa"] = choice_accuracy([c.correct for c in choices])
+            metrics["general_n"] = len(choices)
     write_jsonl(stage.dir / "samples.jsonl", rows)
     write_json(stage.dir / "metrics.json", metrics)
     stage.finish(samples=len(rows))

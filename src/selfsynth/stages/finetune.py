@@ -13,8 +13,8 @@ import random
 from dataclasses import asdict
 from pathlib import Path
 
+from selfsynth.data.registry import get_capabilities
 from selfsynth.io import iter_jsonl, write_jsonl
-from selfsynth.prompts import vqa_prompt, world_vqa_answer
 from selfsynth.records import QA
 from selfsynth.runs import Stage, stage_fp
 from selfsynth.stages.context import Context
@@ -23,41 +23,18 @@ log = logging.getLogger(__name__)
 
 
 def general_pairs(ctx: Context) -> list[QA]:
-    """General (non-domain) pairs for the training images: world captions + VQA, or a user JSONL."""
+    """General (non-domain) pairs: a user JSONL, else the dataset's own for the training images, else none."""
     cfg = ctx.cfg
-    ids = {e.id for e in ctx.train}
-    images = {str(Path(e.image).resolve()) for e in ctx.train}
-    out: list[QA] = []
     if cfg.finetune.general_data:
+        out: list[QA] = []
         path = Path(cfg.finetune.general_data)
         for n, r in iter_jsonl(path):
             image = Path(r["image"])
             image = image if image.is_absolute() else path.parent / image
             out.append(QA(f"general:{n}", str(image), r["question"], r["answer"], "", "general"))
         return out
-    if cfg.data.format != "world":
-        return out
-    root = Path(cfg.data.root)
-    if (root / "captions.jsonl").is_file():
-        for _, r in iter_jsonl(root / "captions.jsonl"):
-            if r["id"] in ids:
-                for j, cap in enumerate(r["captions"]):
-                    q = ctx.pools.describe[j % len(ctx.pools.describe)]
-                    out.append(QA(f"cap:{r['id']}#{j}", str(root / r["image"]), q, cap, "", "general"))
-    if (root / "vqa.jsonl").is_file():
-        for n, r in iter_jsonl(root / "vqa.jsonl"):
-            if str((root / r["image"]).resolve()) in images:
-                out.append(
-                    QA(
-                        f"vqa:{n}",
-                        str(root / r["image"]),
-                        vqa_prompt(r["question"], r["options"]),
-                        world_vqa_answer(r),
-                        "",
-                        "general",
-                    )
-                )
-    return out
+    own = get_capabilities(cfg.data).general_pairs
+    return own(cfg.data, ctx.train, ctx.pools.describe) if own else []
 
 
 def run_finetune(ctx: Context, rnd: int, base_path: str, pairs: list[QA], *inputs_fp: str) -> tuple[str, str]:

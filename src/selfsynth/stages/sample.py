@@ -24,16 +24,18 @@ from typing import Any
 import numpy as np
 
 from selfsynth.io import write_jsonl
+from selfsynth.prompts import label_answer
 from selfsynth.records import QA, Example
 from selfsynth.runs import Stage, chunk_seed, stage_fp
 from selfsynth.stages.context import Context
 from selfsynth.stages.rs_score import negatives, rs_score, rs_scores
-from selfsynth.stages.synthesize import draw_questions, label_only
 from selfsynth.text import label_in, names_label, repeated_phrase, without_repeats
 
 __all__ = ["rs_score", "rs_scores", "run_sample", "FALLBACK_QUESTION"]
 log = logging.getLogger(__name__)
 FALLBACK_QUESTION = "What is this?"
+# sample.fallback: what a question gets when no candidate names the label
+FALLBACKS = ("label", "drop", "synth")
 
 
 def run_sample(
@@ -64,7 +66,7 @@ def run_sample(
         asks = [
             (e, kind, q)
             for e in chunk
-            for kind, q in draw_questions(ctx, rng, cfg.questions, kinds=("explain", "cot"))
+            for kind, q in ctx.pools.draw(rng, cfg.questions, kinds=("explain", "cot"))
         ]
         outs = ctx.vlm(model_path).generate(
             [e.image for e, _, _ in asks],
@@ -177,7 +179,7 @@ def accept(
             out.append(QA(r["id"], r["image"], first.question, first.answer, r["label"], "fallback"))
         elif fallback in ("label", "synth"):
             out.append(
-                QA(r["id"], r["image"], FALLBACK_QUESTION, label_only(r["label"]), r["label"], "fallback")
+                QA(r["id"], r["image"], FALLBACK_QUESTION, label_answer(r["label"]), r["label"], "fallback")
             )
     return out
 

@@ -24,39 +24,14 @@ from dataclasses import asdict
 from typing import Any
 
 from selfsynth.errors import SelfsynthError
-from selfsynth.prompts import concept_prompt
+from selfsynth.prompts import concept_prompt, label_answer
 from selfsynth.records import QA, Example
 from selfsynth.runs import Stage, chunk_seed, stage_fp
 from selfsynth.stages.context import Context
 from selfsynth.text import names_label, repeated_phrase, without_repeats
 
 log = logging.getLogger(__name__)
-KINDS = ("simple", "explain", "cot")
-
-
-def draw_questions(
-    ctx: Context,
-    rng: random.Random,
-    n: int,
-    kinds: Sequence[str] = KINDS,
-    weights: Sequence[float] | None = None,
-) -> list[tuple[str, str]]:
-    """``n`` (kind, question) pairs, distinct where the pools allow."""
-    pool = [(k, q) for k in kinds for q in ctx.pools.by_kind(k)]
-    w = [weights[KINDS.index(k)] if weights else 1.0 for k, _ in pool]
-    w = [x / len(ctx.pools.by_kind(k)) for x, (k, _) in zip(w, pool, strict=True)]
-    out: list[tuple[str, str]] = []
-    while len(out) < n:
-        left = [(p, x) for p, x in zip(pool, w, strict=True) if p not in out] or list(
-            zip(pool, w, strict=True)
-        )
-        items, ws = zip(*left, strict=True)
-        out.append(rng.choices(items, weights=ws, k=1)[0])
-    return out
-
-
-def label_only(label: str) -> str:
-    return f"This is an image of {label}."
+FALLBACKS = ("label", "drop")  # synthesize.fallback: what a prompt gets when no answer names the label
 
 
 def pick_answer(
@@ -93,15 +68,15 @@ def run_synthesize(
         asks = [
             (e, kind, q)
             for e in chunk
-            for kind, q in draw_questions(ctx, rng, cfg.questions, weights=cfg.pool_weights)
+            for kind, q in ctx.pools.draw(rng, cfg.questions, weights=cfg.pool_weights)
         ]
         if method == "nl":
             return [
-                QA(f"{e.id}#{i}", e.image, q, label_only(e.label), e.label, kind).to_dict()
+                QA(f"{e.id}#{i}", e.image, q, label_answer(e.label), e.label, kind).to_dict()
                 for i, (e, kind, q) in enumerate(asks)
             ]
         concepts = {e.id: (bank[e.label] if method == "lge" else selected[e.id]) for e in chunk}
-        prompts = [concept_prompt(e.label, concepts[e.id], q, ctx.noun) for e, _, q in asks]
+        prompts = [concept_prompt(e.label, concepts[e.id], q) for e, _, q in asks]
         outs = ctx.vlm(model_path).generate(
             [e.image for e, _, _ in asks],
             prompts,
@@ -134,7 +109,7 @@ def run_synthesize(
     kept = [QA.from_dict(r) for r in rows if r.get("keep", True)]
     if cfg.fallback == "label":  # weak base models: label-only supervision where no answer named the label
         kept += [
-            QA(r["id"], r["image"], r["question"], label_only(r["label"]), r["label"], "fallback")
+            QA(r["id"], r["image"], r["question"], label_answer(r["label"]), r["label"], "fallback")
             for r in rows
             if not r.get("keep", True)
         ]

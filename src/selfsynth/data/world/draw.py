@@ -24,8 +24,7 @@ from selfsynth.data.world.scenery import BACKGROUNDS, background, light, occlude
 
 SUPERSAMPLE = 2
 # Scene odds. They set how often each part is hidden, hence the share of test images whose visible
-# parts fit more than one species (make.difficulty); tuned so the default world lands at 5-15 %
-# (species seeds 0-7: 9-13 %, mean 11.5 %).
+# parts fit more than one species (make.difficulty); tuned so the default world lands at 5-15 %.
 P_FLYING = 0.3
 P_HEAD_TURNED = 0.07
 P_OCCLUDER = 0.25

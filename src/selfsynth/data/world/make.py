@@ -162,8 +162,8 @@ def make_world(out: str | Path, *, species: int = 16, train_per_class: int = 40,
                workers: int = 0) -> dict[str, Any]:  # fmt: skip
     """Write a world into ``out`` and return its ``world.json`` content.
 
-    ``workers`` > 1 draws in that many processes (pure-Python drawing was a twentieth of the
-    base-model build on 2 cores); the files are the same whatever the count. The processes are
+    ``workers`` > 1 draws in that many processes, because drawing is pure Python and so bound
+    to one core per process; the files are the same whatever the count. The processes are
     spawned, so a script that calls this with workers needs the usual
     ``if __name__ == "__main__":`` guard.
     """

@@ -12,6 +12,7 @@ import inspect
 import random
 import re
 import sys
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -24,6 +25,7 @@ from selfsynth.data.world.phrases import (
     compound_phrase,
     noun_phrase,
 )
+from selfsynth.prompts import vqa_answer
 
 POSES = {
     "perched": (
@@ -124,6 +126,16 @@ VQA_SUBJECTS = {
 def vqa_subject(kind: str) -> str:
     """What a world VQA answer names before the value ("Wings"); "Answer" for a kind without one."""
     return VQA_SUBJECTS.get(kind, "Answer")
+
+
+def world_vqa_answer(item: Mapping[str, Any], letter: str | None = None) -> str:
+    """``prompts.vqa_answer`` for one of the world's VQA items (``kind``, ``options``, ``answer``).
+
+    The answer for the item's right option, or for ``letter``'s (likelihood scoring asks for
+    each option), under the subject of the item's kind: one place decides the form that the
+    base's pretraining, its drills, every round's general mix and the evaluation share.
+    """
+    return vqa_answer(letter or item["answer"], item["options"], vqa_subject(item.get("kind", "")))
 
 
 SCENE_OPTIONS = {

@@ -1,11 +1,10 @@
-"""Expert concept sources: label-level visual concepts Z_c per class from a file, an LLM endpoint or a local LM.
+"""The base classes of the concept sources, and the bullet parser every LLM-backed source shares.
 
-``get_concept_source(cfg, cache_path)`` returns a source whose ``concepts(labels)`` maps each
-label to its concept phrases. The ``file`` source reads a concept bank JSON. The ``openai``
-(any OpenAI-compatible chat endpoint) and ``hf`` (a local causal LM) sources ask one question
-per label, parse the bulleted answer with :func:`parse_bullets`, and keep every parsed answer in
-a SQLite cache keyed by a hash of the request, committed as each label finishes: a rerun or a
-crashed run never pays for the same call twice.
+A source's ``concepts(labels)`` maps each label to its concept phrases. ``CachedLLMSource`` asks
+one question per label, parses the bulleted answer with :func:`parse_bullets`, and keeps every
+parsed answer in a SQLite cache keyed by a hash of the request, committed as each label
+finishes: a rerun or a crashed run never pays for the same call twice. Concrete sources live in
+their own modules and are built by :func:`selfsynth.experts.factory.make_source`.
 """
 
 from __future__ import annotations
@@ -15,13 +14,15 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
 from selfsynth.cache import SqliteStore
-from selfsynth.config import ConceptsConfig
-from selfsynth.errors import ConfigError, DataError
+from selfsynth.errors import ConfigError
+
+if TYPE_CHECKING:  # the settings are only read here, so config stays free to import this package
+    from selfsynth.config import ConceptsConfig
 
 log = logging.getLogger(__name__)
 
@@ -62,30 +63,6 @@ class ConceptSource:
 
     def concepts(self, labels: list[str], progress: bool = False) -> dict[str, list[str]]:
         raise NotImplementedError
-
-
-class FileSource(ConceptSource):
-    """A concept bank JSON, ``{label: [...]}`` or the paper's ``{"1": {"name", "visual_features"}}``.
-
-    Labels absent from the file are left out of the result (and logged); the caller validates
-    the bank against the dataset so that every problem is reported at once.
-    """
-
-    name = "file"
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-
-    def concepts(self, labels: list[str], progress: bool = False) -> dict[str, list[str]]:
-        from selfsynth.data.concept_bank import load_concept_bank
-
-        bank = load_concept_bank(self.path)
-        missing = [lab for lab in labels if lab not in bank]
-        if missing:
-            log.warning(
-                "%s has no concepts for %d label(s): %s", self.path, len(missing), ", ".join(missing[:10])
-            )
-        return {lab: list(bank[lab]) for lab in labels if lab in bank}
 
 
 class CachedLLMSource(ConceptSource):
@@ -153,27 +130,3 @@ class CachedLLMSource(ConceptSource):
         if self._store is not None:
             self._store.close()
             self._store = None
-
-
-def get_concept_source(cfg: ConceptsConfig, cache_path: Path | None, default_path: str = "") -> ConceptSource:
-    """The source that ``cfg.source`` names; ``default_path`` is the dataset's own bank for ``file``."""
-    if cfg.source == "file":
-        path = cfg.path or default_path
-        if not path:
-            raise ConfigError(
-                "concepts.source=file needs concepts.path (a concept JSON file) for this dataset"
-            )
-        if not Path(path).is_file():
-            raise DataError(
-                "concept file not found: set concepts.path to an existing JSON file", file=str(path)
-            )
-        return FileSource(path)
-    if cfg.source == "openai":
-        from selfsynth.experts.openai_source import OpenAISource
-
-        return OpenAISource(cfg, cache_path)
-    if cfg.source == "hf":
-        from selfsynth.experts.hf_source import HFSource
-
-        return HFSource(cfg, cache_path)
-    raise ConfigError(f"concepts.source={cfg.source!r} is not one of file, openai, hf")
