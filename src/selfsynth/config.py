@@ -212,13 +212,6 @@ class RunConfig:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
 
-def _concept_sources() -> tuple[str, ...]:
-    # Imported when validating, not at load: the experts package owns this list and reads these settings.
-    from selfsynth.experts.names import SOURCES
-
-    return SOURCES
-
-
 def _owned(module: str, name: str) -> typing.Callable[[], tuple[str, ...]]:
     """A setting's names, read when validating from the module that implements them (and imports this one).
 
@@ -238,7 +231,8 @@ _CHOICES: dict[str, tuple[str, ...] | typing.Callable[[], tuple[str, ...]]] = {
     "data.kind": _owned("selfsynth.prompts", "NOUNS"),
     "data.label_level": _owned("selfsynth.data.aircraft", "LEVELS"),
     "method": _owned("selfsynth.pipeline", "METHODS"),
-    "concepts.source": _concept_sources,
+    "model.engine": _owned("selfsynth.models.backend", "engine_names"),  # register_engine() adds to it
+    "concepts.source": _owned("selfsynth.experts.names", "SOURCES"),
     "sample.negatives": _owned("selfsynth.stages.rs_score", "NEGATIVE_MODES"),
     "finetune.cpu_precision": CPU_PRECISIONS,
     "finetune.lora_forward": LORA_FORWARDS,
