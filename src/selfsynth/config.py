@@ -49,8 +49,14 @@ class ModelConfig:
     dtype: str = "auto"  # auto = bf16 on CUDA, fp32 on CPU
     device: str = "auto"
     feature_cache: bool = True  # encode each image once per run with the frozen vision tower
-    # auto = eager attention on CPU (1.5x faster LoRA steps on small models), library default on GPU
+    # auto = eager attention on CPU (faster LoRA steps on small models), library default on GPU
     attention: str = "auto"
+    # engine=vllm only (selfsynth.models.vllm_engine): vllm.LLM settings and round adapters as LoRA requests
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    max_model_len: int = 0  # 0 = the model's own context length
+    enforce_eager: bool = False  # True skips vLLM's graph capture / compilation (slow first start on CPU)
+    vllm_lora: bool = True
 
 
 @dataclass
@@ -151,14 +157,14 @@ class FinetuneConfig:
     # order shuffled): less padding, same examples per epoch; false = plain random batches.
     group_by_length: bool = True
     # On CPU: "auto" trains under bf16 autocast when the CPU has native bf16 matmuls (AVX512-BF16
-    # or AMX; ~1.3x per step on the world's decoder), else fp32; "fp32" / "bf16" force it. On a
+    # or AMX, where it makes each step faster), else fp32; "fp32" / "bf16" force it. On a
     # GPU the model's own dtype decides (bf16 / fp16 weights train under autocast).
     cpu_precision: str = "auto"
     # How a LoRA linear computes while training (``lora_dense``): "auto" runs it as one matmul
     # with W + s*B@A where that costs fewer multiply-adds than peft's two thin ones (rank above
     # in*out / (3*(in+out)): never on a 7B decoder, every layer of the world's 192-wide base at
-    # r 128, ~2x less linear-layer work), "factored" always uses peft's, "dense" merges every
-    # eligible layer. Same function; rounding differs.
+    # r 128), "factored" always uses peft's, "dense" merges every eligible layer. Same function;
+    # rounding differs.
     lora_forward: str = "auto"
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from selfsynth.config import RunConfig, to_dict
+from selfsynth.distributed import is_main, main_first, sharded, together
 from selfsynth.io import fingerprint, write_json
 from selfsynth.stages.context import Context
 
@@ -68,30 +69,39 @@ def run(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True) -> dict[s
     )
 
     results: dict[str, Any] = {"name": cfg.name, "method": cfg.method, "config": to_dict(cfg), "rounds": []}
-    bank, concepts_fp = run_concepts(ctx)
-    results["base"] = run_evaluate(ctx, "base", base, bank, base_fp, concepts_fp)
+    bank, concepts_fp = main_first(run_concepts, ctx)
+    results["base"] = sharded(run_evaluate, ctx, "base", base, bank, base_fp, concepts_fp)
     _save(run_dir, results)
 
     selected: dict[str, list[str]] = {}
     select_fp = ""
     if cfg.method in ("ours", "nofilter"):  # nl needs no concepts, lge uses all of Z_c
-        descriptions, describe_fp = run_describe(ctx, base, base_fp + data_fp)
-        selected, select_fp = run_select(ctx, bank, descriptions, concepts_fp, describe_fp)
+        descriptions, describe_fp = sharded(run_describe, ctx, base, base_fp + data_fp)
+        selected, select_fp = main_first(run_select, ctx, bank, descriptions, concepts_fp, describe_fp)
     model, model_fp = base, base_fp
     first_pairs: list = []  # round 1's pairs: sample.fallback=synth falls back on them
     for rnd in range(1, rounds_for(cfg) + 1):
         if rnd == 1:
-            pairs, data_stage_fp = run_synthesize(
-                ctx, base, selected, bank, base_fp, data_fp, concepts_fp, select_fp
+            pairs, data_stage_fp = sharded(
+                run_synthesize, ctx, base, selected, bank, base_fp, data_fp, concepts_fp, select_fp
             )
             first_pairs = pairs
         else:
-            pairs, data_stage_fp = run_sample(
-                ctx, rnd, model, selected, bank, model_fp, concepts_fp, select_fp, first_round=first_pairs
+            pairs, data_stage_fp = sharded(
+                run_sample,
+                ctx,
+                rnd,
+                model,
+                selected,
+                bank,
+                model_fp,
+                concepts_fp,
+                select_fp,
+                first_round=first_pairs,
             )
         ctx.release_vlm()
-        model, model_fp = run_finetune(ctx, rnd, model, pairs, data_stage_fp, model_fp)
-        metrics = run_evaluate(ctx, f"round_{rnd}", model, bank, model_fp, concepts_fp)
+        model, model_fp = together(run_finetune, ctx, rnd, model, pairs, data_stage_fp, model_fp)
+        metrics = sharded(run_evaluate, ctx, f"round_{rnd}", model, bank, model_fp, concepts_fp)
         metrics["train_pairs"] = len(pairs)
         results["rounds"].append({"round": rnd, **metrics})
         results["final_model"] = model
@@ -99,14 +109,15 @@ def run(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True) -> dict[s
     ctx.release_vlm()
     results["seconds"] = round(time.time() - t0, 1)
     _save(run_dir, results)
-    from selfsynth.report import write_report
+    if is_main():
+        from selfsynth.report import write_report
 
-    write_report(run_dir)
+        write_report(run_dir)
     return results
 
 
 def _model_stamp(path: str) -> str:
-    """Cheap identity of a model directory: names, sizes and mtimes of its files."""
+    """Cheap identity of a model directory: names and sizes of its files."""
     p = Path(path)
     if not p.is_dir():
         return ""
@@ -114,4 +125,6 @@ def _model_stamp(path: str) -> str:
 
 
 def _save(run_dir: Path, results: dict[str, Any]) -> None:
+    if not is_main():  # every rank holds the same results; one writes them
+        return
     write_json(run_dir / "results.json", json.loads(json.dumps(results, default=str)))

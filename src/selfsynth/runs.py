@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from selfsynth import distributed
 from selfsynth.io import fingerprint, iter_jsonl, read_json, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ class Stage:
         self.dir = self.run_dir / name
         self.fp = fp
         self._t0 = time.time()
+        self._shared = False  # set by begin() when several ranks run this stage together
 
     @property
     def manifest_path(self) -> Path:
@@ -51,18 +53,25 @@ class Stage:
         return m is not None and m.get("fingerprint") == self.fp
 
     def begin(self) -> Stage:
-        """Prepare the folder; stale work from other settings is cleared, matching chunks are kept."""
-        m = self.manifest()
-        progress = self.dir / "_progress.json"
-        stale = (m is not None and m.get("fingerprint") != self.fp) or (
-            progress.is_file() and read_json(progress).get("fingerprint") != self.fp
-        )
-        if stale:
-            log.info("%s: settings changed, redoing it", self.name)
-            shutil.rmtree(self.dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        if not progress.is_file():
-            write_json(progress, {"fingerprint": self.fp})
+        """Prepare the folder; stale work from other settings is cleared, matching chunks are kept.
+
+        In a stage that several ranks share, the main rank prepares the folder while the others wait.
+        """
+        self._shared = distributed.in_collective()
+        if distributed.is_main() or not self._shared:
+            m = self.manifest()
+            progress = self.dir / "_progress.json"
+            stale = (m is not None and m.get("fingerprint") != self.fp) or (
+                progress.is_file() and read_json(progress).get("fingerprint") != self.fp
+            )
+            if stale:
+                log.info("%s: settings changed, redoing it", self.name)
+                shutil.rmtree(self.dir)
+            self.dir.mkdir(parents=True, exist_ok=True)
+            if not progress.is_file():
+                write_json(progress, {"fingerprint": self.fp})
+        if self._shared:
+            distributed.barrier()
         self._t0 = time.time()
         return self
 
@@ -96,6 +105,21 @@ class Stage:
 
         size = max(1, size)
         n = (len(items) + size - 1) // size
+        if self._shared:
+            # Each rank computes its share of the missing chunks; the main rank then reads them all.
+            mine = distributed.my_chunks(n)
+            bar = tqdm(
+                total=len(mine), desc=desc or self.name, disable=not progress, unit="chunk", leave=False
+            )
+            for c in mine:
+                part = self.dir / f"part-{c:05d}.jsonl"
+                if not part.is_file():
+                    write_jsonl(part, work(c, items[c * size : (c + 1) * size]))
+                bar.update(1)
+            bar.close()
+            distributed.barrier()
+            if not distributed.is_main():
+                raise distributed.ShardDone(self.name)
         rows: list[dict[str, Any]] = []
         bar = tqdm(total=len(items), desc=desc or self.name, disable=not progress, unit="img", leave=False)
         for c in range(n):

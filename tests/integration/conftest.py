@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
+
+RECIPE = str(Path(__file__).parents[2] / "configs" / "world.yaml")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -63,7 +66,18 @@ def micro_overrides(micro_world, micro_base) -> list[str]:
         "sample.max_new_tokens=32",
         "finetune.epochs=1",
         "finetune.batch_size=8",
-        "finetune.micro_batch_size=8",
+        "finetune.micro_batch_size=4",  # 2 accumulation steps here, 1 per rank under a 2-process launch
         "finetune.lr=2e-3",
         "evaluate.max_new_tokens=32",
     ]
+
+
+@pytest.fixture(scope="session")
+def finished_run(micro_overrides, tmp_path_factory):
+    """The micro loop run once in this process: the reference that resume and launcher runs must match."""
+    from selfsynth.cli import main
+
+    run_dir = tmp_path_factory.mktemp("runs") / "full"
+    argv = ["run", RECIPE, *micro_overrides, "--run-dir", str(run_dir), "--no-progress"]
+    assert main(argv) == 0
+    return run_dir

@@ -24,14 +24,6 @@ def _metrics(run_dir: Path) -> list[tuple]:
     return [(r["name"], r["acc_substring"], r["acc_strict"], r.get("general_vqa")) for r in rows]
 
 
-@pytest.fixture(scope="module")
-def finished_run(micro_overrides, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("runs") / "full"
-    argv = ["run", RECIPE, *micro_overrides, "--run-dir", str(run_dir), "--no-progress"]
-    assert main(argv) == 0
-    return run_dir
-
-
 def test_end_to_end(finished_run, capsys):
     run_dir = finished_run
     res = json.loads((run_dir / "results.json").read_text())

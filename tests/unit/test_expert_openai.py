@@ -3,14 +3,12 @@ retries, Retry-After, timeouts, malformed bodies, the cache, clear errors and a 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from fake_openai import FakeOpenAI
 
 from selfsynth.config import ConceptsConfig, OpenAIConfig
 from selfsynth.errors import ExpertError
@@ -20,68 +18,10 @@ from selfsynth.experts.openai_client import OpenAIClient
 KEY = "sk-test-9f8e7d6c5b4a-UNIQUE-SECRET"
 GOOD = "Here are the features:\n- **Red** crown.\n- forked tail\n- white wing bars\n\nHope this helps!"
 
-# ---------------------------------------------------------------- a scripted local endpoint
-
-
-class Endpoint:
-    """A chat-completions server; each request takes the next scripted behaviour (then 'ok')."""
-
-    def __init__(self) -> None:
-        self.script: list[tuple] = []
-        self.requests: list[dict] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep test output quiet
-                pass
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                outer.requests.append(
-                    {"path": self.path, "headers": dict(self.headers), "body": json.loads(body)}
-                )
-                action = outer.script.pop(0) if outer.script else ("ok", GOOD)
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # client timed out
-                    outer._respond(self, action)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
-        self.thread.start()
-
-    @staticmethod
-    def _respond(h: BaseHTTPRequestHandler, action: tuple) -> None:
-        kind = action[0]
-        if kind == "stall":
-            time.sleep(action[1])
-            action = ("ok", GOOD)
-            kind = "ok"
-        if kind == "ok":
-            payload = json.dumps(
-                {"choices": [{"message": {"role": "assistant", "content": action[1]}}]}
-            ).encode()
-            status, headers = 200, {}
-        elif kind == "raw":
-            status, payload, headers = 200, action[1], {}
-        else:  # ("status", code, body, headers)
-            status, payload, headers = action[1], action[2], action[3] if len(action) > 3 else {}
-        h.send_response(status)
-        h.send_header("Content-Type", "application/json")
-        h.send_header("Content-Length", str(len(payload)))
-        for k, v in headers.items():
-            h.send_header(k, v)
-        h.end_headers()
-        h.wfile.write(payload)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
 
 @pytest.fixture
 def endpoint():
-    ep = Endpoint()
+    ep = FakeOpenAI(lambda prompt: GOOD)
     yield ep
     ep.close()
 
@@ -257,7 +197,7 @@ def test_finished_labels_survive_a_failure(endpoint, api_key, tmp_path):
 
 
 def test_connection_refused_is_retried_then_reported(api_key):
-    ep = Endpoint()
+    ep = FakeOpenAI(lambda prompt: GOOD)
     url = ep.url
     ep.close()  # nothing listens there any more
     src = make_source(_cfg(url, max_retries=1), None)

@@ -3,16 +3,14 @@ malformed bodies, the key kept out of every message, and its wiring into the eva
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import threading
 import time
 from dataclasses import asdict
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from fake_openai import FakeOpenAI
 
 from selfsynth.config import EvaluateConfig, OpenAIConfig, RunConfig, load_config
 from selfsynth.experts.openai_client import OpenAIClient
@@ -22,69 +20,16 @@ from selfsynth.metrics.judge import Judge, JudgeError, make_judge, parse_score, 
 SECRET = "sk-test-not-a-real-key-123"
 
 
-class FakeOpenAI:
-    """``POST /v1/chat/completions`` on 127.0.0.1; each request takes the next scripted reply, then a verdict.
-
-    The verdict: "Yes." for the EE question when the answer mentions a black cap, else "No"; "8"
-    for the CS question; ``verdict`` overrides both.
-    """
-
-    def __init__(self) -> None:
-        self.script: list[tuple] = []
-        self.seen: list[dict] = []
-        self.verdict: str | None = None
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):  # noqa: N802 - the http.server API
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.seen.append(
-                    {"path": self.path, "auth": self.headers.get("Authorization"), "body": body}
-                )
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    outer._reply(self, body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}/v1"
-        threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True).start()
-
-    def _reply(self, h: BaseHTTPRequestHandler, body: dict) -> None:
-        status, headers, payload = 200, {}, b""
-        if h.path != "/v1/chat/completions":
-            status, payload = 404, b'{"error": "no such route"}'
-        elif self.script:
-            step = self.script.pop(0)
-            if step[0] == "raw":  # a 200 whose body is not a chat completion
-                payload = step[1]
-            else:  # ("status", code, body, headers)
-                status, payload = step[1], step[2]
-                headers = step[3] if len(step) > 3 else {}
-        if not payload:
-            prompt = body["messages"][0]["content"]
-            text = self.verdict or (
-                ("Yes." if "black cap" in prompt else "No") if "Reply with only yes" in prompt else "8"
-            )
-            payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode()
-        h.send_response(status)
-        h.send_header("Content-Type", "application/json")
-        h.send_header("Content-Length", str(len(payload)))
-        for k, v in headers.items():
-            h.send_header(k, v)
-        h.end_headers()
-        h.wfile.write(payload)
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+def verdict(prompt: str) -> str:
+    """The judge's answer: "Yes." to the EE question when it mentions a black cap, else "No"; "8" to CS."""
+    if "Reply with only yes" in prompt:
+        return "Yes." if "black cap" in prompt else "No"
+    return "8"
 
 
 @pytest.fixture
 def server():
-    s = FakeOpenAI()
+    s = FakeOpenAI(verdict)
     yield s
     s.close()
 
@@ -121,13 +66,13 @@ def test_judge_scores_caches_and_never_stores_the_key(server, key, tmp_path, cap
     m = answer_metrics(rows, labels=["Tern"], bank=BANK, grounding=False, judge=judge)
     assert m["ee_judge"] == 0.5 and m["cs_judge"] == pytest.approx(0.8)
     assert [r["ee_judge"] for r in rows] == [1, 0]
-    assert len(server.seen) == 4 and all(s["auth"] == f"Bearer {key}" for s in server.seen)
-    assert server.seen[0]["body"]["model"] == "judge-model"
+    assert len(server.requests) == 4 and all(s["auth"] == f"Bearer {key}" for s in server.requests)
+    assert server.requests[0]["body"]["model"] == "judge-model"
     judge.close()
 
     again = Judge(_api(server.url), cache)
     assert again.score(ROWS, BANK) == [{"ee": 1, "cs": 0.8}, {"ee": 0, "cs": 0.8}]
-    assert again.requests_made == 0 and len(server.seen) == 4  # all from the cache
+    assert again.requests_made == 0 and len(server.requests) == 4  # all from the cache
     again.close()
     assert key.encode() not in b"".join(p.read_bytes() for p in tmp_path.glob("judge.sqlite*"))
     assert key not in caplog.text
@@ -139,20 +84,20 @@ def test_429_with_retry_after_then_a_good_answer(server, key):
     t0 = time.perf_counter()
     assert parse_yes_no(judge.ask("Reply with only yes or no: black cap?")) == 1
     assert time.perf_counter() - t0 >= 0.3  # the server's Retry-After, not the 0.01 s backoff
-    assert len(server.seen) == 2 and judge.client.http_requests == 2
+    assert len(server.requests) == 2 and judge.client.http_requests == 2
 
 
 def test_malformed_body_is_retried_then_a_clear_error(server, key, caplog):
     server.script = [("raw", b"<html>upstream hiccup</html>")]
     judge = Judge(_api(server.url))
     assert judge.ask("Reply with only the number.") == "8"  # one bad body, then a good one
-    assert len(server.seen) == 2
+    assert len(server.requests) == 2
 
     server.script = [("raw", b'{"choices": [')] * 3 + [("raw", b'{"object": "chat.completion"}')]
     with caplog.at_level(logging.DEBUG), pytest.raises(JudgeError) as err:
         Judge(_api(server.url, max_retries=1)).ask("Reply with only the number.")
     msg = str(err.value)
-    assert len(server.seen) == 4  # two attempts: max_retries=1
+    assert len(server.requests) == 4  # two attempts: max_retries=1
     assert server.url + "/chat/completions" in msg and "a body that is not JSON" in msg
     assert "evaluate.judge_api.max_retries" in msg and "evaluate.judge=false" in msg
     assert key not in msg and key not in caplog.text
@@ -163,7 +108,7 @@ def test_a_refused_request_is_not_retried_and_the_key_is_redacted(server, key, c
     with caplog.at_level(logging.DEBUG), pytest.raises(JudgeError) as err:
         Judge(_api(server.url)).ask("Reply with only yes or no.")
     msg = str(err.value)
-    assert len(server.seen) == 1
+    assert len(server.requests) == 1
     assert "HTTP 401" in msg and "$JUDGE_KEY" in msg and "[redacted]" in msg
     assert key not in msg and key not in caplog.text
     with pytest.raises(JudgeError, match=r"HTTP 404 .*evaluate.judge_api.base_url"):
@@ -174,17 +119,17 @@ def test_missing_key_stops_before_any_request(server, monkeypatch):
     monkeypatch.delenv("JUDGE_KEY", raising=False)
     with pytest.raises(JudgeError, match=r"JUDGE_KEY is empty.*evaluate.judge_api.api_key_env="):
         Judge(_api(server.url))
-    assert server.seen == []
+    assert server.requests == []
     judge = Judge(_api(server.url, api_key_env=""))  # an endpoint without keys
-    assert judge.ask("Reply with only the number.") == "8" and server.seen[0]["auth"] is None
+    assert judge.ask("Reply with only the number.") == "8" and server.requests[0]["auth"] is None
 
 
 def test_an_unparseable_verdict_is_left_out_of_the_mean(server, key):
-    server.verdict = "I would rather not say."
+    server.reply = lambda prompt: "I would rather not say."
     rows = [dict(r) for r in ROWS]
     m = answer_metrics(rows, labels=["Tern"], bank=BANK, grounding=False, judge=Judge(_api(server.url)))
     assert m["ee_judge"] is None and m["cs_judge"] is None
-    assert rows[0]["ee_judge"] is None and len(server.seen) == 4  # answered, so not retried
+    assert rows[0]["ee_judge"] is None and len(server.requests) == 4  # answered, so not retried
 
 
 # ---------------------------------------------------------------- settings and the evaluate stage
@@ -254,7 +199,7 @@ def test_evaluate_stage_off_keeps_its_fingerprint_and_on_adds_the_verdicts(serve
     cfg.evaluate.judge_api = _api(server.url)
     ctx = _Ctx(cfg, tmp_path / "off")
     m = run_evaluate(ctx, "base", "model-dir", BANK, "in-fp")  # type: ignore[arg-type]
-    assert "ee_judge" not in m and server.seen == []
+    assert "ee_judge" not in m and server.requests == []
     old = {k: v for k, v in asdict(cfg.evaluate).items() if k not in ("judge", "judge_api")}
     want = stage_fp({**old, "question": ctx.pools.eval_question}, "model-dir", "in-fp", "a1", "b2")
     fp_off = read_json(tmp_path / "off/base/evaluate/_manifest.json")["fingerprint"]
@@ -263,7 +208,7 @@ def test_evaluate_stage_off_keeps_its_fingerprint_and_on_adds_the_verdicts(serve
     cfg.evaluate.judge = True
     ctx = _Ctx(cfg, tmp_path / "on")
     m = run_evaluate(ctx, "base", "model-dir", BANK, "in-fp")  # type: ignore[arg-type]
-    assert m["ee_judge"] == 0.5 and m["cs_judge"] == pytest.approx(0.8) and len(server.seen) == 4
+    assert m["ee_judge"] == 0.5 and m["cs_judge"] == pytest.approx(0.8) and len(server.requests) == 4
     rows = [r for _, r in iter_jsonl(tmp_path / "on/base/evaluate/samples.jsonl")]
     assert [r["ee_judge"] for r in rows] == [1, 0]
     assert read_json(tmp_path / "on/base/evaluate/_manifest.json")["fingerprint"] != fp_off

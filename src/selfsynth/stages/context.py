@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from selfsynth import distributed
 from selfsynth.config import RunConfig
 from selfsynth.models.backend import Backend, load_backend
 from selfsynth.prompts import PromptPools, pools_for
@@ -72,7 +73,7 @@ class Context:
             e = self.cfg.embed
             self._encoder = TextEncoder(
                 e.path,
-                cache_dir=self.cache_dir / "embed",
+                cache_dir=self.cache_dir / "embed" / distributed.cache_suffix(),
                 batch_size=e.batch_size,
                 max_length=e.max_length,
                 prefix=e.prefix,

@@ -13,6 +13,7 @@ import random
 from dataclasses import asdict
 from pathlib import Path
 
+from selfsynth import distributed
 from selfsynth.data.registry import get_capabilities
 from selfsynth.io import iter_jsonl, write_jsonl
 from selfsynth.records import QA
@@ -51,10 +52,16 @@ def run_finetune(ctx: Context, rnd: int, base_path: str, pairs: list[QA], *input
     n_general = min(len(general), round(cfg.general_mix * len(pairs)))
     mixed = list(pairs) + rng.sample(general, n_general)
     rng.shuffle(mixed)
-    write_jsonl(stage.dir / "train.jsonl", [q.to_dict() for q in mixed])
+    if distributed.is_main():
+        write_jsonl(stage.dir / "train.jsonl", [q.to_dict() for q in mixed])
     vlm = ctx.vlm(base_path)
+    # Under a launcher every rank trains (DDP); the main rank alone merges and writes the manifest.
     info = vlm.train_lora(mixed, cfg, stage.dir, seed=ctx.cfg.seed + rnd, progress=ctx.progress)
-    vlm.merge(stage.dir / "adapter", merged)
+    if distributed.is_main():
+        vlm.merge(stage.dir / "adapter", merged)
     ctx.release_vlm()  # the in-memory model now carries adapters; never reuse it
-    stage.finish(domain_pairs=len(pairs), general_pairs=n_general, **info)
+    if distributed.is_main():
+        stage.finish(domain_pairs=len(pairs), general_pairs=n_general, **info)
+    if distributed.in_collective():
+        distributed.barrier()
     return str(merged), fp
