@@ -25,6 +25,7 @@ MODELS = {
     "processors",
     "sft",
     "vlm",
+    "vllm_engine",
 }
 
 

@@ -55,6 +55,15 @@ def test_samples_are_n_per_pair_and_seeded(engines, images):
     assert a[-1] != a[0]  # a repeated pair draws a fresh stream
 
 
+def test_seeded_samples_survive_a_full_token_budget(engines, images):
+    # more prompt tokens than one engine step takes: a split prompt broke seeded sampling on CPU
+    v, _ = engines
+    ims, qs = images * 60, QUESTIONS * 60
+    a = v.generate(ims, qs, n=2, temperature=1.0, max_new_tokens=2, seed=0)
+    assert len(a) == 240 and all(len(s) == 2 for s in a)
+    assert v.generate(ims[:3], qs[:3], n=2, temperature=1.0, max_new_tokens=2, seed=0) == a[:3]
+
+
 def test_chat_and_repeat_guard_match_hf(engines, images):
     v, hf = engines
     msgs = [{"role": "user", "content": "describe the image ."}]

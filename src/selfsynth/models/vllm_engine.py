@@ -117,6 +117,10 @@ class VLLMBackend:
             )
             if c.max_model_len > 0:
                 kwargs["max_model_len"] = c.max_model_len
+            if _on_cpu():
+                # vLLM's CPU worker cannot rewind a seeded request's generator after a partial
+                # prefill ("CPU Generator does not use offset"), so prompts are never split.
+                kwargs["enable_chunked_prefill"] = False
             if self.lora:
                 rank = next((r for r in _LORA_RANKS if r >= self.lora[2]), self.lora[2])
                 kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=rank)
@@ -302,16 +306,29 @@ class VLLMBackend:
         return self.hf().loss(images, questions, answers)
 
     def train_lora(
-        self, examples: Sequence[Any], cfg: Any, out_dir: str | Path, *, seed: int = 0, progress: bool = True
+        self,
+        examples: Sequence[Any],
+        cfg: Any,
+        out_dir: str | Path,
+        *,
+        seed: int = 0,
+        progress: bool = True,
+        **kwargs: Any,
     ) -> dict[str, Any]:
         """LoRA SFT on HF/peft (see ``VLM.train_lora``)."""
-        return self.hf().train_lora(examples, cfg, out_dir, seed=seed, progress=progress)
+        return self.hf().train_lora(examples, cfg, out_dir, seed=seed, progress=progress, **kwargs)
 
     def merge(self, adapter_dir: str | Path, out_dir: str | Path) -> Path:
         """Base + adapter as one checkpoint (see ``selfsynth.models.merge``); needs no loaded model."""
         from selfsynth.models.merge import merge_adapter
 
         return merge_adapter(self.path, adapter_dir, out_dir)
+
+
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
 
 
 def _free_memory() -> None:
