@@ -55,6 +55,9 @@ class Context:
 
     def release_vlm(self) -> None:
         if self._vlm is not None:
+            close = getattr(self._vlm, "close", None)
+            if callable(close):  # an engine holding worker processes (vLLM) frees them here, not at GC
+                close()
             self._vlm = None
             self._vlm_path = ""
             gc.collect()
