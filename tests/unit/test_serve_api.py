@@ -183,7 +183,12 @@ def test_bad_requests_get_openai_shaped_errors(served):
     _error(served, {"messages": [{"role": "tool", "content": "x"}]}, 400, "invalid_value")
     _error(served, {"messages": [*ask(url), *ask(data_url(served["images"][1]))]}, 400, "too_many_images")
     _error(served, {"messages": [*ask(url), {"role": "assistant", "content": "x"}]}, 400, "invalid_value")
-    r = httpx.post(served["url"] + "/v1/chat/completions", content=b"{nope", timeout=60)
+    r = httpx.post(
+        served["url"] + "/v1/chat/completions",
+        content=b"{nope",
+        headers={"content-type": "application/json"},
+        timeout=60,
+    )
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
     r = httpx.get(served["url"] + "/v1/nothing-here")
     assert r.status_code == 404 and "error" in r.json()
@@ -196,7 +201,10 @@ def test_huge_bodies_are_refused_with_413(served):
         served["client"].chat.completions.create(**big)
     assert info.value.status_code == 413
     chunked = httpx.post(
-        served["url"] + "/v1/chat/completions", timeout=60, content=(b"x" * (1 << 16) for _ in range(40))
+        served["url"] + "/v1/chat/completions",
+        timeout=60,
+        headers={"content-type": "application/json"},
+        content=(b"x" * (1 << 16) for _ in range(40)),
     )  # no Content-Length: streamed
     assert chunked.status_code == 413 and chunked.json()["error"]["code"] == "body_too_large"
 

@@ -44,7 +44,7 @@ def test_defaults_bind_localhost_and_pass_limits(tmp_path, captured, capsys):
     assert "birds-round_3" in capsys.readouterr().out
     app = captured["app"]
     assert app.state.limits.max_new_tokens == 16 and app.state.limits.max_body_bytes == 1 << 19
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1:8000") as client:
         assert client.get("/v1/models").json()["data"][0]["id"] == "birds-round_3"
         assert client.get("/health").json()["concepts"] == 1
         page = client.get("/")
@@ -52,6 +52,8 @@ def test_defaults_bind_localhost_and_pass_limits(tmp_path, captured, capsys):
         assert not re.search(
             r"""(src|href)\s*=\s*["']?(https?:)?//|@import|url\(""", page.text
         )  # works offline
+    with TestClient(app, base_url="http://rebound.example") as client:  # DNS rebinding
+        assert client.get("/v1/models").status_code == 421
 
 
 def test_model_name_forms(tmp_path):

@@ -17,6 +17,7 @@ from selfsynth.errors import ConfigError
 
 if TYPE_CHECKING:
     from selfsynth.config import ModelConfig
+    from selfsynth.models.vlm import VLM
 
 
 @runtime_checkable
@@ -72,7 +73,8 @@ class Backend(Protocol):
 EngineLoader = Callable[[str, "ModelConfig", "Path | None"], Backend]
 
 
-def _load_hf(path: str, cfg: ModelConfig, cache_dir: Path | None) -> Backend:
+def load_hf(path: str | Path, cfg: ModelConfig, cache_dir: Path | None) -> VLM:
+    """The Hugging Face backend for ``path`` with the run's model settings."""
     from selfsynth.models.vlm import VLM
 
     return VLM.load(
@@ -91,7 +93,7 @@ def _load_vllm(path: str, cfg: ModelConfig, cache_dir: Path | None) -> Backend:
     return load_vllm(path, cfg, cache_dir)
 
 
-_ENGINES: dict[str, EngineLoader] = {"hf": _load_hf, "vllm": _load_vllm}
+_ENGINES: dict[str, EngineLoader] = {"hf": load_hf, "vllm": _load_vllm}
 
 
 def engine_names() -> tuple[str, ...]:
@@ -112,3 +114,16 @@ def load_backend(path: str | Path, cfg: ModelConfig, *, cache_dir: Path | None =
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ConfigError(f"model.engine={cfg.engine!r}{hint}: known engines are {', '.join(_ENGINES)}")
     return loader(str(path), cfg, cache_dir)
+
+
+def free_memory() -> None:
+    """Return a dropped model's memory now (Python objects, then the CUDA cache) rather than at GC."""
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+    except ImportError:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

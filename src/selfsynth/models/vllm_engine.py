@@ -17,7 +17,6 @@ otherwise the merged weights are loaded.
 from __future__ import annotations
 
 import contextlib
-import gc
 import hashlib
 import json
 import logging
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from selfsynth.errors import ConfigError, SelfsynthError
+from selfsynth.models.backend import free_memory
 from selfsynth.models.chat import build_messages, image_key, normalize_messages, open_image, render
 
 if TYPE_CHECKING:
@@ -139,17 +139,9 @@ class VLLMBackend:
         """The Hugging Face backend on the same directory, loaded on first use (vLLM is shut down first)."""
         if self._hf is None:
             self.close_engine()
-            from selfsynth.models.vlm import VLM
+            from selfsynth.models.backend import load_hf
 
-            c = self.cfg
-            self._hf = VLM.load(
-                self.path,
-                dtype=c.dtype,
-                device=c.device,
-                feature_cache=c.feature_cache,
-                feature_cache_dir=self.cache_dir if c.feature_cache else None,
-                attention=c.attention,
-            )
+            self._hf = load_hf(self.path, self.cfg, self.cache_dir)
         return self._hf
 
     def close_engine(self) -> None:
@@ -164,12 +156,12 @@ class VLLMBackend:
         except Exception as e:  # a failed shutdown must not hide the caller's work
             log.warning("vLLM engine shutdown: %s", e)
         del llm
-        _free_memory()
+        free_memory()
 
     def _drop_hf(self) -> None:
         if self._hf is not None:
             self._hf = None
-            _free_memory()
+            free_memory()
 
     def close(self) -> None:
         """Free both engines."""
@@ -329,17 +321,6 @@ def _on_cpu() -> bool:
     from vllm.platforms import current_platform
 
     return current_platform.is_cpu()
-
-
-def _free_memory() -> None:
-    gc.collect()
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:
-        pass
 
 
 def load_vllm(path: str, cfg: ModelConfig, cache_dir: Path | None) -> VLLMBackend:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ from selfsynth.models.features import CachedTower, FeatureCache, find_tower, ins
 from selfsynth.models.model_dir import check_model_dir
 
 log = logging.getLogger(__name__)
+
+PROMPT_CACHE_SIZE = 4096  # rendered prompts kept; a server sees a new question with every request
 
 __all__ = ["VLM", "build_messages", "check_model_dir"]
 
@@ -63,7 +66,7 @@ class VLM:
                 f"{path}: neither the tokenizer nor generation_config.json names an EOS token; "
                 "set eos_token in tokenizer_config.json"
             )
-        self._prompts: dict[str, str] = {}
+        self._prompts: OrderedDict[str, str] = OrderedDict()
 
     @classmethod
     def load(
@@ -158,9 +161,13 @@ class VLM:
 
     def prompt(self, question: str) -> str:
         """The rendered chat prompt (one image + ``question``, generation prompt added)."""
-        if question not in self._prompts:
-            self._prompts[question] = render(self.processor, build_messages(question))
-        return self._prompts[question]
+        if question in self._prompts:
+            self._prompts.move_to_end(question)
+            return self._prompts[question]
+        rendered = self._prompts[question] = render(self.processor, build_messages(question))
+        if len(self._prompts) > PROMPT_CACHE_SIZE:
+            self._prompts.popitem(last=False)
+        return rendered
 
     def generate(
         self,

@@ -8,7 +8,8 @@ conversations go through ``backend.chat`` one at a time. Jobs that pile up while
 form the next batch at once. The window is only waited out while another request is still being
 read and checked (``arriving``), so a lone request on an idle server goes straight to the model.
 Model calls run on one dedicated thread (the model is not thread-safe), so the event loop keeps
-accepting requests and answering ``/health`` meanwhile.
+accepting requests and answering ``/health`` meanwhile. A batch whose call fails is retried
+row by row, so one bad request fails alone; ``max_queue`` bounds the jobs waiting for the model.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ from PIL import Image
 from selfsynth.serve.protocol import GenParams
 
 log = logging.getLogger(__name__)
+
+
+class QueueFull(Exception):
+    """The queue already holds ``max_queue`` jobs; the caller should come back later."""
 
 
 class Backend(Protocol):
@@ -75,10 +80,15 @@ class Batcher:
         max_batch: int = 8,
         wait_ms: float = 5.0,
         extra: dict[str, Any] | None = None,
+        max_queue: int | None = None,
     ) -> None:
-        """``extra``: generation settings added to every call (the server's repeat guard)."""
+        """``extra``: generation settings added to every call (the server's repeat guard);
+        ``max_queue``: most jobs waiting for the model (None: no bound)."""
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
+        if max_queue is not None and max_queue < 1:
+            raise ValueError("max_queue must be >= 1")
+        self.max_queue = max_queue
         self.backend, self.max_batch, self.wait_s = backend, max_batch, max(wait_ms, 0.0) / 1000
         self.extra = dict(extra or {})
         self.stats = BatchStats()
@@ -123,6 +133,8 @@ class Batcher:
     async def submit(self, image: Image.Image, messages: list[dict[str, str]], params: GenParams) -> str:
         if self._queue is None:
             raise RuntimeError("Batcher.start() was not called")
+        if self.max_queue is not None and self._queue.qsize() >= self.max_queue:
+            raise QueueFull(f"{self._queue.qsize()} requests are already waiting")
         fut = asyncio.get_running_loop().create_future()
         await self._queue.put(Job(image, messages, params, fut))
         return await fut  # a client that goes away cancels fut; the worker then skips the job
@@ -160,8 +172,12 @@ class Batcher:
                 try:
                     answers = await loop.run_in_executor(self._pool, self._run, live)
                 except Exception as e:  # one failed call fails its own requests, not the server
-                    log.exception("model call failed for %d request(s)", len(live))
-                    answers = [e] * len(live)
+                    if len(live) == 1:
+                        log.exception("model call failed for 1 request")
+                        answers = [e]
+                    else:
+                        log.warning("a batch of %d failed (%s); retrying its rows one by one", len(live), e)
+                        answers = [await self._alone(job) for job in live]
                 self._count(len(live), time.perf_counter() - t0)
                 for job, answer in zip(live, answers, strict=True):
                     if job.future.done():
@@ -170,6 +186,16 @@ class Batcher:
                         job.future.set_exception(answer)
                     else:
                         job.future.set_result(answer)
+
+    async def _alone(self, job: Job) -> str | BaseException:
+        """One job in its own model call: its answer, or the exception it raised."""
+        if job.future.done():
+            return RuntimeError("the request went away")
+        try:
+            return (await asyncio.get_running_loop().run_in_executor(self._pool, self._run, [job]))[0]
+        except Exception as e:
+            log.exception("model call failed for 1 request")
+            return e
 
     def _count(self, n: int, seconds: float) -> None:
         s = self.stats

@@ -5,6 +5,8 @@ offline). It talks to the same ``/v1/chat/completions`` endpoint as any OpenAI c
 the conversation in the page: the image goes in the first user turn, follow-ups are text only.
 Large photos are scaled down in the browser (longest side 1024 px) before upload, since the
 model resizes far below that anyway. Model text is inserted as text nodes, never as HTML.
+When the server wants an API key (401), the page asks for it once and keeps it in the tab's
+session storage.
 """
 
 from __future__ import annotations
@@ -89,9 +91,26 @@ function el(tag, cls, text) {
   return e;
 }
 
+const KEY = "selfsynth-api-key";
+
+async function api(path, options) {
+  let r = null;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const headers = Object.assign({}, (options || {}).headers);
+    const key = sessionStorage.getItem(KEY);
+    if (key) headers["Authorization"] = "Bearer " + key;
+    r = await fetch(path, Object.assign({}, options, { headers }));
+    if (r.status !== 401) return r;
+    const typed = window.prompt("This server needs its API key:");
+    if (!typed) return r;
+    sessionStorage.setItem(KEY, typed.trim());
+  }
+  return r;
+}
+
 async function loadModel() {
   try {
-    const r = await fetch("/v1/models");
+    const r = await api("/v1/models");
     const j = await r.json();
     state.model = j.data[0].id;
     $("model").textContent = "model: " + state.model;
@@ -196,7 +215,7 @@ async function ask(event) {
   $("send").disabled = true;
   $("status").textContent = "Thinking\\u2026";
   try {
-    const r = await fetch("/v1/chat/completions", {
+    const r = await api("/v1/chat/completions", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ model: state.model || undefined, messages }),

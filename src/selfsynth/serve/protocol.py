@@ -14,6 +14,7 @@ import io
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,9 @@ from PIL import Image, UnidentifiedImageError
 
 ROLES = ("system", "developer", "user", "assistant")
 DEFAULT_QUESTION = "What is this? Explain why."
+# Pillow opens dozens of formats, some through external programs (EPS runs Ghostscript): only
+# these plain raster formats are decoded.
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
 _DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[^,;]*)*),(?P<data>.*)", re.DOTALL)
 
 
@@ -35,9 +39,11 @@ class ApiError(Exception):
         code: str,
         param: str | None = None,
         type: str = "invalid_request_error",
+        headers: dict[str, str] | None = None,
     ) -> None:  # noqa: A002 (OpenAI's field name)
         super().__init__(message)
         self.status, self.message, self.code, self.param, self.type = status, message, code, param, type
+        self.headers = headers
 
     def body(self) -> dict[str, Any]:
         return error_body(self.message, type=self.type, code=self.code, param=self.param)
@@ -55,6 +61,7 @@ class Limits:
     max_image_px: int = 4096  # longest image side
     max_new_tokens: int = 256
     max_messages: int = 64
+    max_prompt_tokens: int = 2048  # the conversation's text, image tokens not counted
 
 
 @dataclass(frozen=True)
@@ -155,6 +162,13 @@ def decode_image(url: str, limits: Limits) -> Image.Image:
             code="invalid_image_url",
             param="messages",
         )
+    if not (m["mime"] or "").lower().startswith("image/"):
+        raise ApiError(
+            400,
+            f"image data URL must have an image/* type (data:image/png;base64,...), got {m['mime'] or 'none'!r}",
+            code="invalid_image_url",
+            param="messages",
+        )
     if ";base64" not in m["params"]:
         raise ApiError(
             400,
@@ -169,7 +183,9 @@ def decode_image(url: str, limits: Limits) -> Image.Image:
             400, "image data URL holds invalid base64", code="invalid_base64", param="messages"
         ) from None
     try:
-        im = Image.open(io.BytesIO(raw))
+        im = Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS)
+        if im.format not in IMAGE_FORMATS:
+            raise UnidentifiedImageError(im.format)
         w, h = im.size
         if max(w, h) > limits.max_image_px:
             raise ApiError(
@@ -180,6 +196,8 @@ def decode_image(url: str, limits: Limits) -> Image.Image:
                 param="messages",
             )
         return im.convert("RGB")
+    except ApiError:
+        raise
     except Image.DecompressionBombError:
         raise ApiError(
             400,
@@ -187,10 +205,17 @@ def decode_image(url: str, limits: Limits) -> Image.Image:
             code="image_too_large",
             param="messages",
         ) from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except UnidentifiedImageError:
         raise ApiError(
             400,
-            f"image data is not a readable image ({type(e).__name__})",
+            f"image data is not a {', '.join(IMAGE_FORMATS[:-1])} or {IMAGE_FORMATS[-1]} image",
+            code="invalid_image",
+            param="messages",
+        ) from None
+    except Exception:  # decoders raise many types (EOFError, struct.error...) on damaged data
+        raise ApiError(
+            400,
+            "image data is damaged or truncated and cannot be decoded",
             code="invalid_image",
             param="messages",
         ) from None
@@ -233,8 +258,13 @@ def _split_content(content: Any, i: int) -> tuple[str, list[str]]:
     return "\n".join(t for t in texts if t), urls
 
 
-def parse_request(body: Any, limits: Limits, model_id: str) -> ChatRequest:
-    """Check a decoded JSON body; system text is folded into the first user turn (not every template has one)."""
+def parse_request(
+    body: Any, limits: Limits, model_id: str, check: Callable[[list[dict[str, str]]], None] | None = None
+) -> ChatRequest:
+    """Check a decoded JSON body; system text is folded into the first user turn (not every template has one).
+
+    ``check`` sees the final text turns before the image is decoded and may raise ``ApiError``.
+    """
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object", code="invalid_json")
     model = body.get("model") or model_id
@@ -308,6 +338,8 @@ def parse_request(body: Any, limits: Limits, model_id: str) -> ChatRequest:
         turns[-1]["content"] = DEFAULT_QUESTION
     if system:
         turns[0]["content"] = "\n\n".join([*filter(None, system), turns[0]["content"]])
+    if check is not None:
+        check(turns)
     stream = body.get("stream") is True
     options = body.get("stream_options")
     include_usage = stream and isinstance(options, dict) and options.get("include_usage") is True

@@ -4,6 +4,9 @@
 a test double), so the HTTP layer is tested without a model and the model without HTTP.
 ``ServerThread`` runs the app under uvicorn on a background thread (tests, benchmarks).
 Every error leaves as OpenAI's JSON error shape so existing clients raise their usual exceptions.
+``guard.Guard`` checks Host, API key and content type first; here each request's text is checked
+for the tokenizer's special tokens and its length, and its wait for the model is bounded in time
+and dropped when the client goes away.
 """
 
 from __future__ import annotations
@@ -12,18 +15,20 @@ import asyncio
 import copy
 import json
 import logging
+import math
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
-from selfsynth.serve.batcher import Backend, Batcher
+from selfsynth.serve.batcher import Backend, Batcher, QueueFull
 from selfsynth.serve.evidence import EvidenceFinder
+from selfsynth.serve.guard import Guard, reserved_tokens
 from selfsynth.serve.page import PAGE
 from selfsynth.serve.protocol import (
     ApiError,
@@ -37,6 +42,9 @@ from selfsynth.serve.protocol import (
 )
 
 log = logging.getLogger(__name__)
+
+CHARS_PER_TOKEN = 16  # text longer than this many characters per allowed token is refused untokenized
+_POLL_S = 0.25  # how often a waiting request checks whether its client is still there
 
 
 def _error(
@@ -68,7 +76,7 @@ class _Counter:
 
     The prompt count covers the text of the conversation, not the image tokens. It uses a private
     copy of the tokenizer: the model thread changes the shared one's padding settings mid-call, and
-    a Rust tokenizer used from two threads at once fails ("Already borrowed").
+    a Rust tokenizer used from two threads at once fails ("Already borrowed"), hence the lock too.
     """
 
     def __init__(self, backend: Any) -> None:
@@ -79,11 +87,42 @@ class _Counter:
         except Exception:  # an uncopyable tokenizer: fall back to word counts rather than risk a race
             log.warning("cannot copy the tokenizer; usage counts whitespace-separated words")
             self.tokenizer = None
+        self._lock = threading.Lock()
 
     def __call__(self, text: str) -> int:
         if self.tokenizer is None:
             return len(text.split())
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        with self._lock:
+            return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _text_check(count: _Counter, reserved: Sequence[str], cap: int):
+    """The check ``parse_request`` runs on the text turns: no special tokens, at most ``cap`` tokens."""
+
+    def check(turns: list[dict[str, str]]) -> None:
+        texts = [t["content"] for t in turns]
+        chars = sum(len(t) for t in texts)
+        n = None if chars > cap * CHARS_PER_TOKEN else sum(count(t) for t in texts)
+        if n is None or n > cap:
+            size = f"{n} tokens" if n is not None else f"{chars} characters"
+            raise ApiError(
+                400,
+                f"the conversation's text is {size} long; at most {cap} prompt tokens are allowed "
+                "(set by --max-prompt-tokens)",
+                code="context_length_exceeded",
+                param="messages",
+            )
+        for token in reserved:
+            if any(token in t for t in texts):
+                raise ApiError(
+                    400,
+                    f"the text contains {token!r}, a special token of the model; the server inserts "
+                    "the image and the chat markup itself, so remove it from the message",
+                    code="reserved_token",
+                    param="messages",
+                )
+
+    return check
 
 
 def create_app(
@@ -95,11 +134,18 @@ def create_app(
     max_batch: int = 8,
     wait_ms: float = 5.0,
     no_repeat_ngram: int = 0,
+    api_key: str | None = None,
+    allowed_hosts: Collection[str] | None = None,
+    request_timeout: float = 120.0,
+    max_queue: int | None = 64,
 ) -> FastAPI:
     """The server around ``backend``; ``concepts`` ({label: [phrases]}) enables the evidence fields.
 
     ``no_repeat_ngram`` > 1 applies the repeat guard to every answer (the bank's class names may
-    repeat), as the world's recipe does in its own decoding.
+    repeat), as the world's recipe does in its own decoding. ``api_key``: required as a bearer
+    token on /v1/ paths; ``allowed_hosts``: Host names answered (None: any, see
+    ``guard.allowed_hosts``); ``request_timeout``: seconds a request may wait for its answer (504
+    after); ``max_queue``: most requests waiting for the model (503 beyond).
     """
     limits = limits or Limits()
     guard = (
@@ -107,9 +153,10 @@ def create_app(
         if no_repeat_ngram > 1
         else {}
     )
-    batcher = Batcher(backend, max_batch=max_batch, wait_ms=wait_ms, extra=guard)
+    batcher = Batcher(backend, max_batch=max_batch, wait_ms=wait_ms, extra=guard, max_queue=max_queue)
     finder = EvidenceFinder(concepts)
     count = _Counter(backend)
+    check = _text_check(count, reserved_tokens(backend), limits.max_prompt_tokens)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -121,10 +168,11 @@ def create_app(
 
     app = FastAPI(title="selfsynth", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.batcher, app.state.finder, app.state.limits = batcher, finder, limits
+    app.add_middleware(Guard, api_key=api_key, hosts=allowed_hosts)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -163,23 +211,40 @@ def create_app(
     async def chat_completions(request: Request):
         with batcher.arriving():
             raw = await _read_body(request, limits.max_body_bytes)
-            try:
-                body = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise ApiError(400, "the request body is not valid JSON", code="invalid_json") from None
+            body = _json(raw)
             # Decoding a large image takes a while: keep it off the event loop.
-            req = await asyncio.to_thread(parse_request, body, limits, model_id)
+            req = await asyncio.to_thread(parse_request, body, limits, model_id, check)
+        rid = request.state.request_id
+        job = asyncio.ensure_future(_submit(req))
         try:
-            answer = await batcher.submit(req.image, req.messages, req.params)
-        except Exception as e:
-            log.exception("generation failed")
+            answer = await _wait(request, job, request_timeout)
+        except ApiError:
+            raise
+        except Exception:
+            log.exception("generation failed (request id %s)", rid)
             return _error(
-                500,
-                f"generation failed: {type(e).__name__}: {e}",
-                code="generation_failed",
-                type="server_error",
+                500, f"generation failed (request id {rid})", code="generation_failed", type="server_error"
             )
+        finally:
+            job.cancel()  # a job still queued is skipped by the worker; one running is discarded
+        if answer is None:
+            log.info("client went away; dropped its request (request id %s)", rid)
+            return Response(status_code=499)
         return _respond(req, answer)
+
+    async def _submit(req: ChatRequest) -> str:
+        try:
+            return await batcher.submit(req.image, req.messages, req.params)
+        except QueueFull as e:
+            per_batch = batcher.stats.busy_s / max(batcher.stats.batches, 1)
+            wait = max(1, math.ceil(per_batch * (batcher.pending / max_batch + 1)))
+            raise ApiError(
+                503,
+                f"the server is busy ({e}); retry in a few seconds",
+                code="server_busy",
+                type="server_error",
+                headers={"Retry-After": str(wait)},
+            ) from None
 
     def _respond(req: ChatRequest, answer: str):
         cid = completion_id()
@@ -209,6 +274,38 @@ def create_app(
         return StreamingResponse(sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     return app
+
+
+def _json(raw: bytes) -> Any:
+    """The decoded body; anything the decoder refuses is a 400 naming the problem."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ApiError(400, "the request body is nested too deeply", code="invalid_json") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ApiError(400, "the request body is not valid JSON", code="invalid_json") from None
+    except ValueError:  # an integer literal past Python's digit limit
+        raise ApiError(400, "the request body holds a number too long to read", code="invalid_json") from None
+
+
+async def _wait(request: Request, job: asyncio.Future, timeout: float) -> str | None:
+    """``job``'s answer; None when the client disconnects first; 504 once ``timeout`` seconds pass."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        left = deadline - loop.time()
+        done, _ = await asyncio.wait({job}, timeout=max(0.0, min(_POLL_S, left)))
+        if done:
+            return job.result()
+        if left <= _POLL_S:
+            raise ApiError(
+                504,
+                f"no answer within {timeout:g} s (set by --request-timeout); the request was dropped",
+                code="timeout",
+                type="server_error",
+            )
+        if await request.is_disconnected():
+            return None
 
 
 def _model_card(model_id: str) -> dict[str, Any]:

@@ -6,7 +6,6 @@ Only one VLM is kept in memory at a time, because on a 7B model two copies do no
 
 from __future__ import annotations
 
-import gc
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 
 from selfsynth import distributed
 from selfsynth.config import RunConfig
-from selfsynth.models.backend import Backend, load_backend
+from selfsynth.models.backend import Backend, free_memory, load_backend
 from selfsynth.prompts import PromptPools, pools_for
 from selfsynth.records import Example
 
@@ -60,14 +59,7 @@ class Context:
                 close()
             self._vlm = None
             self._vlm_path = ""
-            gc.collect()
-            try:
-                import torch
-
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-            except ImportError:
-                pass
+            free_memory()
 
     def encoder(self):
         if self._encoder is None:
