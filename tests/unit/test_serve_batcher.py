@@ -9,7 +9,7 @@ import time
 import pytest
 from PIL import Image
 
-from selfsynth.serve.batcher import Batcher
+from selfsynth.serve.batcher import Batcher, QueueFull
 from selfsynth.serve.protocol import GenParams
 
 
@@ -25,7 +25,7 @@ class Recorder:
         self.threads.add(threading.current_thread().name)
         self.calls.append(("generate", (list(prompts), kw)))
         time.sleep(self.delay)
-        if self.fail_on in prompts:
+        if any(self.fail_on and self.fail_on in p for p in prompts):
             raise RuntimeError("boom")
         return [[p.upper()] for p in prompts]
 
@@ -180,3 +180,34 @@ def test_server_wide_settings_reach_every_call():
     assert kinds == ["chat", "generate"]
     for _, (_, kw) in rec.calls:
         assert kw["no_repeat_ngram"] == 3 and kw["allow_repeats"] == ["Tern"]
+
+
+def test_a_failed_batch_is_retried_row_by_row_so_only_the_culprit_fails():
+    rec = Recorder(fail_on="bad")
+    b = Batcher(rec, max_batch=8, wait_ms=50)
+
+    async def go():
+        jobs = [b.submit(IMG, _turn(q), GenParams()) for q in ("a", "bad", "c")]
+        return await asyncio.gather(*jobs, return_exceptions=True)
+
+    a, bad, c = asyncio.run(_with(b, go()))
+    assert (a, c) == ("A", "C") and isinstance(bad, RuntimeError)
+    assert [args[0] for _, args in rec.calls] == [["a", "bad", "c"], ["a"], ["bad"], ["c"]]
+
+
+def test_a_full_queue_refuses_at_once():
+    rec = Recorder(delay=0.2)
+    b = Batcher(rec, max_batch=1, wait_ms=0, max_queue=2)
+
+    async def go():
+        running = asyncio.create_task(b.submit(IMG, _turn("run"), GenParams()))
+        await asyncio.sleep(0.05)  # taken by the worker: the queue is empty again
+        waiting = [asyncio.create_task(b.submit(IMG, _turn(f"w{i}"), GenParams())) for i in range(2)]
+        await asyncio.sleep(0.01)
+        with pytest.raises(QueueFull):
+            await b.submit(IMG, _turn("one too many"), GenParams())
+        return await asyncio.gather(running, *waiting)
+
+    assert asyncio.run(_with(b, go())) == ["RUN", "W0", "W1"]
+    with pytest.raises(ValueError):
+        Batcher(rec, max_queue=0)

@@ -63,7 +63,16 @@ def test_model_name_forms(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "flags", [["--max-batch", "0"], ["--max-new-tokens", "0"], ["--port", "70000"], ["--max-body-mb", "0"]]
+    "flags",
+    [
+        ["--max-batch", "0"],
+        ["--max-new-tokens", "0"],
+        ["--port", "70000"],
+        ["--max-body-mb", "0"],
+        ["--max-queue", "0"],
+        ["--request-timeout", "0"],
+        ["--max-prompt-tokens", "0"],
+    ],
 )
 def test_bad_flags_are_exit_2(tmp_path, captured, capsys, flags):
     assert main(["serve", str(tmp_path), *flags]) == 2
@@ -78,3 +87,23 @@ def test_missing_explicit_concepts_file_is_exit_2(tmp_path, captured, capsys):
 def test_missing_model_is_exit_2(tmp_path, captured, capsys):
     assert main(["serve", str(tmp_path / "nowhere")]) == 2
     assert "model directory not found" in capsys.readouterr().err
+
+
+def test_api_key_from_the_environment_and_hosts_of_a_wildcard_bind(tmp_path, captured, monkeypatch):
+    monkeypatch.setenv("SELFSYNTH_API_KEY", "env-key")
+    args = build_parser().parse_args(["serve", str(tmp_path), "--host", "0.0.0.0", "--max-queue", "3"])
+    assert serve_cmd.run(args, backend=Echo()) == 0
+    app = captured["app"]
+    assert app.state.batcher.max_queue == 3
+    with TestClient(app, base_url="http://anything.example") as client:  # 0.0.0.0: any Host
+        assert client.get("/v1/models").status_code == 401
+        ok = client.get("/v1/models", headers={"Authorization": "Bearer env-key"})
+        assert ok.status_code == 200 and client.get("/health").status_code == 200
+    args = build_parser().parse_args(
+        ["serve", str(tmp_path), "--host", "0.0.0.0", "--allowed-hosts", "box.lan", "--api-key", "flag-key"]
+    )
+    assert serve_cmd.run(args, backend=Echo()) == 0  # the flag wins over the environment
+    with TestClient(captured["app"], base_url="http://box.lan:8000") as client:
+        assert client.get("/v1/models", headers={"Authorization": "Bearer flag-key"}).status_code == 200
+    with TestClient(captured["app"], base_url="http://other.lan") as client:
+        assert client.get("/v1/models", headers={"Authorization": "Bearer flag-key"}).status_code == 421

@@ -171,3 +171,14 @@ def test_no_repeat_ngram_keeps_greedy_text_free_of_repeats(vlm, images):
     # through generate: the same guard, and class names may still repeat
     out = vlm.generate(images[:2], Q[:2], max_new_tokens=12, no_repeat_ngram=3, allow_repeats=["red bird"])
     assert len(out) == 2 and all(isinstance(o[0], str) for o in out)
+
+
+def test_prompt_cache_is_bounded_and_keeps_recent_questions(vlm):
+    from selfsynth.models.chat import PromptCache
+
+    cache = PromptCache(vlm.processor, size=3)
+    first = cache("q0")
+    for i in range(1, 6):
+        cache(f"q{i}")
+        cache("q0")  # used again each time: stays
+    assert len(cache) == 3 and cache("q0") == first == vlm.prompt("q0")

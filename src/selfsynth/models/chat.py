@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -200,3 +201,26 @@ def encode(
         [torch.ones(len(r), dtype=torch.long) for r in rows["input_ids"]], 0, side, pad_multiple
     )
     return out
+
+
+class PromptCache:
+    """Rendered one-image chat prompts by question; the least recently used go past ``size``.
+
+    Bounded because a server sees a new question with every request.
+    """
+
+    def __init__(self, processor: Any, size: int = 4096) -> None:
+        self.processor, self.size = processor, size
+        self._items: OrderedDict[str, str] = OrderedDict()
+
+    def __call__(self, question: str) -> str:
+        if question in self._items:
+            self._items.move_to_end(question)
+            return self._items[question]
+        rendered = self._items[question] = render(self.processor, build_messages(question))
+        if len(self._items) > self.size:
+            self._items.popitem(last=False)
+        return rendered
+
+    def __len__(self) -> int:
+        return len(self._items)

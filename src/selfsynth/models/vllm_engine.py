@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from selfsynth.errors import ConfigError, SelfsynthError
 from selfsynth.models.backend import free_memory
-from selfsynth.models.chat import build_messages, image_key, normalize_messages, open_image, render
+from selfsynth.models.chat import PromptCache, image_key, normalize_messages, open_image, render
 
 if TYPE_CHECKING:
     from selfsynth.config import ModelConfig
@@ -92,7 +92,7 @@ class VLLMBackend:
         self.lora = lora_source(self.path) if cfg.vllm_lora else None
         self._llm: Any = None
         self._hf: VLM | None = None
-        self._prompts: dict[str, str] = {}
+        self.prompt = PromptCache(self.processor)  # the rendered prompt of a question, as the HF backend's
 
     # -- engines -------------------------------------------------------------------------------
 
@@ -173,12 +173,6 @@ class VLLMBackend:
             self.close_engine()
 
     # -- generation ----------------------------------------------------------------------------
-
-    def prompt(self, question: str) -> str:
-        """The rendered chat prompt (one image + ``question``), the same text the HF backend renders."""
-        if question not in self._prompts:
-            self._prompts[question] = render(self.processor, build_messages(question))
-        return self._prompts[question]
 
     def generate(
         self,

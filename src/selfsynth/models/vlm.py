@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from selfsynth.errors import ConfigError, SelfsynthError
 from selfsynth.models import pixel_memo
 from selfsynth.models.chat import (
     ImageLike,
+    PromptCache,
     build_messages,
     encode,
     image_key,
@@ -66,7 +66,7 @@ class VLM:
                 f"{path}: neither the tokenizer nor generation_config.json names an EOS token; "
                 "set eos_token in tokenizer_config.json"
             )
-        self._prompts: OrderedDict[str, str] = OrderedDict()
+        self._prompts = PromptCache(processor, PROMPT_CACHE_SIZE)
 
     @classmethod
     def load(
@@ -161,13 +161,7 @@ class VLM:
 
     def prompt(self, question: str) -> str:
         """The rendered chat prompt (one image + ``question``, generation prompt added)."""
-        if question in self._prompts:
-            self._prompts.move_to_end(question)
-            return self._prompts[question]
-        rendered = self._prompts[question] = render(self.processor, build_messages(question))
-        if len(self._prompts) > PROMPT_CACHE_SIZE:
-            self._prompts.popitem(last=False)
-        return rendered
+        return self._prompts(question)
 
     def generate(
         self,

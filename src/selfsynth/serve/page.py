@@ -5,8 +5,8 @@ offline). It talks to the same ``/v1/chat/completions`` endpoint as any OpenAI c
 the conversation in the page: the image goes in the first user turn, follow-ups are text only.
 Large photos are scaled down in the browser (longest side 1024 px) before upload, since the
 model resizes far below that anyway. Model text is inserted as text nodes, never as HTML.
-When the server wants an API key (401), the page asks for it once and keeps it in the tab's
-session storage.
+When the server wants an API key (401), the page asks for it once and keeps it for the browser
+tab only (gone when the tab closes).
 """
 
 from __future__ import annotations
