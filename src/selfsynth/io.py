@@ -1,7 +1,8 @@
 """Small file helpers: atomic writes and JSON-lines reading with line-numbered errors.
 
 Everything a run writes goes through a temp file and ``os.replace`` so a kill never leaves a
-half-written file that a resume would trust.
+half-written file that a resume would trust; the file and its folder are fsynced, so a crash of
+the machine does not either.
 """
 
 from __future__ import annotations
@@ -17,6 +18,23 @@ from typing import Any
 from selfsynth.errors import DataError
 
 
+def _process_umask() -> int:
+    """The process umask, read without changing it where Linux reports it (setting it races threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+# mkstemp creates 0600 files; results and reports get the mode a plain open() would give them.
+_FILE_MODE = 0o666 & ~_process_umask()
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -24,10 +42,39 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # the data is on disk before the name points at it
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Make a rename or a new entry in ``path`` durable (a crash could otherwise undo it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse fsync on a directory; nothing more can be done there
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(path: str | Path) -> None:
+    """fsync every file under ``path`` and the folders holding them: before a rename publishes them."""
+    root = Path(path)
+    for f in sorted(root.rglob("*")):
+        if f.is_file() and not f.is_symlink():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    for d in sorted({f.parent for f in root.rglob("*")} | {root}):
+        fsync_dir(d)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from selfsynth.config import RunConfig, to_dict
 from selfsynth.distributed import is_main, main_first, sharded, together
-from selfsynth.io import fingerprint, write_json
+from selfsynth.io import file_digest, fingerprint, write_json
 from selfsynth.stages.context import Context
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,8 @@ def run(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True) -> dict[s
     base = cfg.model.path
     base_fp = fingerprint([str(Path(base).resolve()), _model_stamp(base)])
     data_fp = fingerprint([[e.id, e.label, e.image] for e in ctx.train])
+    # Chunk boundaries decide each chunk's seed, so part files hold other rows under another size.
+    chunk_fp = fingerprint({"chunk_size": cfg.chunk_size})
     log.info(
         "run %s: method=%s, %d train / %d test images, %d classes, %d rounds",
         cfg.name,
@@ -70,20 +72,20 @@ def run(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True) -> dict[s
 
     results: dict[str, Any] = {"name": cfg.name, "method": cfg.method, "config": to_dict(cfg), "rounds": []}
     bank, concepts_fp = main_first(run_concepts, ctx)
-    results["base"] = sharded(run_evaluate, ctx, "base", base, bank, base_fp, concepts_fp)
+    results["base"] = sharded(run_evaluate, ctx, "base", base, bank, base_fp, concepts_fp, chunk_fp)
     _save(run_dir, results)
 
     selected: dict[str, list[str]] = {}
     select_fp = ""
     if cfg.method in ("ours", "nofilter"):  # nl needs no concepts, lge uses all of Z_c
-        descriptions, describe_fp = sharded(run_describe, ctx, base, base_fp + data_fp)
+        descriptions, describe_fp = sharded(run_describe, ctx, base, base_fp + data_fp + chunk_fp)
         selected, select_fp = main_first(run_select, ctx, bank, descriptions, concepts_fp, describe_fp)
     model, model_fp = base, base_fp
     first_pairs: list = []  # round 1's pairs: sample.fallback=synth falls back on them
     for rnd in range(1, rounds_for(cfg) + 1):
         if rnd == 1:
             pairs, data_stage_fp = sharded(
-                run_synthesize, ctx, base, selected, bank, base_fp, data_fp, concepts_fp, select_fp
+                run_synthesize, ctx, base, selected, bank, base_fp, data_fp, concepts_fp, select_fp, chunk_fp
             )
             first_pairs = pairs
         else:
@@ -97,11 +99,12 @@ def run(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True) -> dict[s
                 model_fp,
                 concepts_fp,
                 select_fp,
+                chunk_fp,
                 first_round=first_pairs,
             )
         ctx.release_vlm()
         model, model_fp = together(run_finetune, ctx, rnd, model, pairs, data_stage_fp, model_fp)
-        metrics = sharded(run_evaluate, ctx, f"round_{rnd}", model, bank, model_fp, concepts_fp)
+        metrics = sharded(run_evaluate, ctx, f"round_{rnd}", model, bank, model_fp, concepts_fp, chunk_fp)
         metrics["train_pairs"] = len(pairs)
         results["rounds"].append({"round": rnd, **metrics})
         results["final_model"] = model
@@ -116,12 +119,28 @@ def run(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True) -> dict[s
     return results
 
 
+DIGEST_LIMIT = 64 << 20  # files up to this size are hashed; larger ones (weights) are stamped
+
+
 def _model_stamp(path: str) -> str:
-    """Cheap identity of a model directory: names and sizes of its files."""
+    """Identity of a model directory's content: every file, at any depth, by path and content.
+
+    Files up to ``DIGEST_LIMIT`` count by their SHA-256; larger ones by size and ``mtime_ns``,
+    because hashing a 7B model's weights on every start costs minutes, and any rewrite of a file
+    (retrained weights of the same shapes included) moves its mtime.
+    """
     p = Path(path)
     if not p.is_dir():
         return ""
-    return fingerprint(sorted((f.name, f.stat().st_size) for f in p.iterdir() if f.is_file()))
+    files = []
+    for f in sorted(p.rglob("*")):
+        rel = f.relative_to(p)
+        if not f.is_file() or any(part.startswith(".") for part in rel.parts):
+            continue
+        st = f.stat()
+        ident = file_digest(f) if st.st_size <= DIGEST_LIMIT else f"{st.st_size}:{st.st_mtime_ns}"
+        files.append((rel.as_posix(), ident))
+    return fingerprint(files)
 
 
 def _save(run_dir: Path, results: dict[str, Any]) -> None:

@@ -4,13 +4,17 @@ A stage folder is done when its ``_manifest.json`` exists and carries the finger
 stage's settings and inputs; the manifest is written last, so its presence means "finished".
 A changed setting changes the fingerprint of that stage and, because each fingerprint includes
 those of its inputs, of every stage after it. Long stages write their work in numbered chunk
-files (atomically), so a killed run loses at most one chunk.
+files (atomically), so a killed run loses at most one chunk; a part file is trusted only when its
+rows cover exactly its chunk's items, so an empty, cut or foreign part is redone. One process
+at a time owns a run directory (``RunLock``).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -18,10 +22,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from selfsynth import distributed
-from selfsynth.io import fingerprint, iter_jsonl, read_json, write_json, write_jsonl
+from selfsynth.errors import DataError, SelfsynthError
+from selfsynth.io import fingerprint, fsync_dir, iter_jsonl, read_json, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 MANIFEST = "_manifest.json"
+LOCK = ".lock"
 T = TypeVar("T")
 
 
@@ -62,7 +68,7 @@ class Stage:
             m = self.manifest()
             progress = self.dir / "_progress.json"
             stale = (m is not None and m.get("fingerprint") != self.fp) or (
-                progress.is_file() and read_json(progress).get("fingerprint") != self.fp
+                progress.is_file() and _fingerprint_in(progress) != self.fp
             )
             if stale:
                 log.info("%s: settings changed, redoing it", self.name)
@@ -113,8 +119,9 @@ class Stage:
             )
             for c in mine:
                 part = self.dir / f"part-{c:05d}.jsonl"
-                if not part.is_file():
-                    write_jsonl(part, work(c, items[c * size : (c + 1) * size]))
+                chunk = items[c * size : (c + 1) * size]
+                if self._read_part(part, chunk) is None:
+                    write_jsonl(part, work(c, chunk))
                 bar.update(1)
             bar.close()
             distributed.barrier()
@@ -125,15 +132,110 @@ class Stage:
         for c in range(n):
             part = self.dir / f"part-{c:05d}.jsonl"
             chunk = items[c * size : (c + 1) * size]
-            if part.is_file():
-                got = [obj for _, obj in iter_jsonl(part)]
-            else:
+            got = self._read_part(part, chunk)
+            if got is None:
                 got = work(c, chunk)
                 write_jsonl(part, got)
             rows.extend(got)
             bar.update(len(chunk))
         bar.close()
         return rows
+
+    def _read_part(self, part: Path, chunk: Sequence[Any]) -> list[dict[str, Any]] | None:
+        """The part's rows when they are this chunk's, else None (missing, or stale: redo it)."""
+        if not part.is_file():
+            return None
+        try:
+            rows = [obj for _, obj in iter_jsonl(part)]
+        except (DataError, UnicodeDecodeError) as e:
+            log.warning("%s: %s is unreadable (%s), redoing it", self.name, part.name, e)
+            return None
+        why = part_mismatch(rows, chunk)
+        if why:
+            log.warning("%s: %s is stale (%s), redoing it", self.name, part.name, why)
+            return None
+        return rows
+
+
+def _fingerprint_in(progress: Path) -> str | None:
+    try:
+        return read_json(progress).get("fingerprint")
+    except (DataError, AttributeError):  # unreadable: trust none of the folder's work
+        return None
+
+
+def part_mismatch(rows: Sequence[dict[str, Any]], chunk: Sequence[Any]) -> str:
+    """Why ``rows`` are not the work of ``chunk`` ("" when they are).
+
+    Items with an ``id`` must be covered in order, each by one or more rows whose ``image_id``
+    (else ``id``) is that id or starts with ``id#`` (the stages' per-question rows); items
+    without one need at least one row each.
+    """
+    ids = [getattr(item, "id", None) for item in chunk]
+    if len(rows) < len(chunk):
+        return f"{len(rows)} rows for {len(chunk)} items"
+    if any(i is None for i in ids):
+        return ""
+    k = -1
+    for n, row in enumerate(rows):
+        rid = str(row.get("image_id", row.get("id", "")))
+        if k >= 0 and _row_of(rid, ids[k]):
+            continue
+        k += 1
+        if k >= len(ids) or not _row_of(rid, ids[k]):
+            want = ids[k] if k < len(ids) else "nothing"
+            return f"row {n + 1} is {rid!r}, expected {want!r}"
+    if k != len(ids) - 1:
+        return f"no rows for {ids[k + 1]!r}"
+    return ""
+
+
+def _row_of(row_id: str, item_id: str) -> bool:
+    return row_id == item_id or row_id.startswith(f"{item_id}#")
+
+
+class RunLock:
+    """An exclusive, non-blocking lock on a run directory: ``RUN/.lock`` holds the owner's pid.
+
+    ``flock`` ends with the process, so a killed run leaves no lock behind; the file itself stays
+    (removing it would let two processes lock two different files of the same name).
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise SelfsynthError(
+                f"{self.run_dir} is in use by another run (pid {holder}, lock {self.path}); wait for it "
+                f"to finish or stop it (kill {holder}), then resume with --resume"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        os.fsync(fd)
+        fsync_dir(self.run_dir)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def stage_fp(config_slice: Any, *inputs: str) -> str:

@@ -8,8 +8,9 @@ the script is empty:
 - ``("status", code, body[, headers])``: that status, body and extra headers;
 - ``("stall", seconds)``: wait, then the default reply (the client may have given up by then).
 
-Any other path is a 404 that takes nothing from the script. Every request is recorded in
-``requests`` as ``{"path", "headers", "auth", "body"}`` with the body parsed from JSON.
+Any other path, and any GET, is a 404 that takes nothing from the script. Every request is
+recorded in ``requests`` as ``{"method", "path", "headers", "auth", "body"}`` with the body parsed
+from JSON (None for a GET).
 """
 
 from __future__ import annotations
@@ -37,18 +38,27 @@ class FakeOpenAI:
             def log_message(self, *args: object) -> None:  # keep test output quiet
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802 - the http.server API
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            def _record(self, body: dict | None) -> None:
                 outer.requests.append(
                     {
+                        "method": self.command,
                         "path": self.path,
                         "headers": dict(self.headers),
                         "auth": self.headers.get("Authorization"),
                         "body": body,
                     }
                 )
+
+            def do_POST(self) -> None:  # noqa: N802 - the http.server API
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                self._record(body)
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # client timed out
                     outer._respond(self, body)
+
+            def do_GET(self) -> None:  # noqa: N802 - a followed redirect may arrive as a GET
+                self._record(None)
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    outer._send(self, 404, b'{"error": "no such route"}', {})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
@@ -76,6 +86,10 @@ class FakeOpenAI:
         else:  # ("status", code, body[, headers])
             status, payload = action[1], action[2]
             headers = action[3] if len(action) > 3 else {}
+        self._send(h, status, payload, headers)
+
+    @staticmethod
+    def _send(h: BaseHTTPRequestHandler, status: int, payload: bytes, headers: dict[str, str]) -> None:
         h.send_response(status)
         h.send_header("Content-Type", "application/json")
         h.send_header("Content-Length", str(len(payload)))

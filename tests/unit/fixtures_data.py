@@ -8,6 +8,8 @@ a real download goes through.
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,29 @@ def make_image(path: Path, seed: int = 0) -> Path:
     rgb = np.random.default_rng(seed).integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
     fmt = "PNG" if path.suffix.lower() == ".png" else "JPEG"
     Image.fromarray(rgb).save(path, format=fmt)
+    return path
+
+
+# Hostile image files for the checks that every image opened from disk goes through.
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n0 0 moveto 8 8 lineto stroke\nshowpage\n%%EOF\n"
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def bomb_png(path: Path, side: int = 100_000) -> Path:
+    """A valid PNG header declaring ``side`` x ``side`` RGB pixels, with almost no data behind it."""
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    body = _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0" * 64)) + _chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+    return path
+
+
+def truncated_jpeg(path: Path) -> Path:
+    rgb = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(path, format="JPEG", quality=95)
+    path.write_bytes(path.read_bytes()[:1500])
     return path
 
 

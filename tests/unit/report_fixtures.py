@@ -23,7 +23,9 @@ def make_run(
 ):
     """Write a run as the pipeline would; returns its directory. ``shift`` varies the numbers per seed."""
     run = root / name
-    (run / "images").mkdir(parents=True)
+    run.mkdir(parents=True)
+    images = root / "world" / name  # under the data root every run shares, as the report requires
+    images.mkdir(parents=True)
     answers = {
         0: ["This is an image of a bird.", "A bird with a blue crown.", "A small bird."],
         1: [
@@ -35,8 +37,8 @@ def make_run(
     labels = ["Red Finch", "Blue Tit", "Red Finch"]
     visible = [["red crown", "conical beak"], ["black mask"], ["white wing bars"]]
     for i, color in enumerate([(200, 30, 30), (30, 30, 200), (180, 40, 40)]):
-        Image.new("RGB", (32, 24), color).save(run / "images" / f"t{i}.png")
-        Image.new("RGB", (16, 16), color).save(run / "images" / f"train{i}.png")
+        Image.new("RGB", (32, 24), color).save(images / f"t{i}.png")
+        Image.new("RGB", (16, 16), color).save(images / f"train{i}.png")
     config = {
         "name": name,
         "method": method,
@@ -51,7 +53,7 @@ def make_run(
         rows = [
             {
                 "id": f"t{i}",
-                "image": str(run / "images" / f"t{i}.png"),
+                "image": str(images / f"t{i}.png"),
                 "label": labels[i],
                 "question": "What is the species of this bird? Explain why.",
                 "answer": answers[0 if stage == "base" else 1][i],
@@ -90,7 +92,7 @@ def make_run(
     )
     syn = run / "round_1" / "synthesize"
     syn.mkdir(parents=True)
-    pairs = [{"id": f"train{i}#0", "image": str(run / "images" / f"train{i}.png")} for i in range(3)]
+    pairs = [{"id": f"train{i}#0", "image": str(images / f"train{i}.png")} for i in range(3)]
     (syn / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs), encoding="utf-8")
     return run
 

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from fixtures_data import EPS, bomb_png, truncated_jpeg
 from PIL import Image
 from tiny_models import build_llava, make_images
 
@@ -118,6 +119,21 @@ def test_missing_or_corrupt_image_is_one_line_exit_2(tmp_path, capsys, content):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and str(image) in err
     assert ("not found" in err) if content is None else ("not a readable image" in err)
+
+
+@pytest.mark.parametrize("kind", ["bomb", "truncated", "eps"])
+def test_hostile_image_is_one_line_exit_2_before_any_model_loads(tmp_path, capsys, kind):
+    image = tmp_path / ("x.png" if kind == "bomb" else "x.jpg")
+    if kind == "bomb":
+        bomb_png(image)
+    elif kind == "truncated":
+        truncated_jpeg(image)
+    else:
+        image.write_bytes(EPS)
+    assert main(["chat", str(tmp_path / "no-model"), "--image", str(image)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(image) in err and "not a readable image" in err
+    assert "pass a PNG or JPEG file" in err and "skip_bad" not in err
 
 
 def test_missing_model_dir_is_exit_2(tmp_path, capsys):

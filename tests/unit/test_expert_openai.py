@@ -94,7 +94,20 @@ def test_retry_after_forms_and_the_wait_cap(endpoint, api_key, monkeypatch):
     monkeypatch.setattr(openai_client.time, "sleep", waits.append)
     endpoint.script = [("status", 503, b"", {"Retry-After": "86400"})]
     assert make_source(_cfg(endpoint.url), None).concepts(["gull"])["gull"]
-    assert len(waits) == 1 and openai_client.MAX_WAIT_S <= waits[0] < openai_client.MAX_WAIT_S + 0.01
+    assert waits == [openai_client.MAX_WAIT_S]  # the jitter never pushes a wait past the cap
+
+
+def test_backoff_doubles_and_each_wait_is_capped(endpoint, api_key, monkeypatch):
+    from selfsynth.experts import openai_client
+
+    waits: list[float] = []
+    monkeypatch.setattr(openai_client.time, "sleep", waits.append)
+    endpoint.script = [("status", 503, b"")] * 5
+    src = make_source(_cfg(endpoint.url, backoff_s=60.0, max_retries=5), None)
+    assert src.concepts(["gull"])["gull"]
+    cap = openai_client.MAX_WAIT_S
+    assert [60.0 <= waits[0] < 66.0, 120.0 <= waits[1] < 126.0, 240.0 <= waits[2] < 246.0] == [True] * 3
+    assert waits[3:] == [cap, cap]
 
 
 def test_500_then_success_and_stall_then_success(endpoint, api_key, caplog):
@@ -204,6 +217,46 @@ def test_connection_refused_is_retried_then_reported(api_key):
     with pytest.raises(ExpertError, match="connection error"):
         src.concepts(["gull"])
     assert src.http_requests == 2
+
+
+@pytest.mark.parametrize("code", [301, 302, 303, 307, 308])
+def test_a_redirect_is_refused_and_the_key_never_leaves(endpoint, api_key, code):
+    elsewhere = FakeOpenAI(lambda prompt: GOOD)  # another port: where a hostile redirect points
+    try:
+        target = elsewhere.url + "/chat/completions"
+        endpoint.script = [("status", code, b"", {"Location": target})]
+        src = make_source(_cfg(endpoint.url), None)
+        with pytest.raises(ExpertError) as err:
+            src.concepts(["gull"])
+        msg = str(err.value)
+        assert f"HTTP {code}" in msg and target in msg and "concepts.openai.base_url" in msg
+        assert len(endpoint.requests) == 1  # not retried either
+        assert elsewhere.requests == []  # so the Authorization header never reached it
+    finally:
+        elsewhere.close()
+
+
+def test_an_oversized_body_is_refused(endpoint, api_key, monkeypatch):
+    from selfsynth.experts import openai_client
+
+    assert openai_client.MAX_BODY_BYTES == 8 * 1024 * 1024
+    monkeypatch.setattr(openai_client, "MAX_BODY_BYTES", 4096)
+    padded = GOOD + " " * 5000  # a well-formed answer: only its size is wrong
+    endpoint.script = [("ok", padded)]
+    src = make_source(_cfg(endpoint.url), None)
+    with pytest.raises(ExpertError, match=r"more than 4096 bytes.*concepts.openai.base_url"):
+        src.concepts(["gull"])
+    assert len(endpoint.requests) == 1
+    endpoint.script = [("ok", GOOD + " " * 3000)]  # under the cap it is an ordinary answer
+    assert src.concepts(["gull"])["gull"] == ["Red crown", "forked tail", "white wing bars"]
+
+
+def test_an_oversized_body_at_the_real_cap_is_refused(endpoint, api_key):
+    from selfsynth.experts import openai_client
+
+    endpoint.script = [("raw", b"x" * (openai_client.MAX_BODY_BYTES + 100))]
+    with pytest.raises(ExpertError, match="more than 8388608 bytes"):
+        make_source(_cfg(endpoint.url), None).concepts(["gull"])
 
 
 # ---------------------------------------------------------------- CLI

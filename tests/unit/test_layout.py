@@ -24,6 +24,7 @@ MODELS = {
     "pixel_memo",
     "processors",
     "sft",
+    "train_checkpoint",
     "vlm",
     "vllm_engine",
 }

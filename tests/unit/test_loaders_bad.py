@@ -57,7 +57,8 @@ def test_corrupt_image_needs_check_images(tmp_path: Path, capsys: pytest.Capture
     assert main(["data", "inspect", "--format", "imagefolder", "--root", str(root), "--json"]) == 0
     capsys.readouterr()
     msg = error_line(capsys, "--format", "imagefolder", "--root", str(root), "--check-images")
-    assert "cat0.png" in msg and "not an image PIL can read" in msg and "'train/cat/cat0.png'" in msg
+    assert "cat0.png" in msg and "not a readable image" in msg and "'train/cat/cat0.png'" in msg
+    assert "data.skip_bad=true" in msg
 
 
 def test_truncated_jpeg(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -70,7 +71,7 @@ def test_truncated_jpeg(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     )
     img.write_bytes(img.read_bytes()[:2000])
     msg = error_line(capsys, "--format", "cub", "--root", str(root), "--split", "test", "--check-images")
-    assert "Laysan_Albatross_0006.jpg" in msg and "corrupt image" in msg
+    assert "Laysan_Albatross_0006.jpg" in msg and "corrupt or truncated" in msg
 
 
 @pytest.mark.parametrize("where", ["dotdot", "absolute"])

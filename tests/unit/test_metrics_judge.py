@@ -124,6 +124,17 @@ def test_missing_key_stops_before_any_request(server, monkeypatch):
     assert judge.ask("Reply with only the number.") == "8" and server.requests[0]["auth"] is None
 
 
+def test_a_redirect_is_refused_before_the_key_reaches_another_host(server, key):
+    other = FakeOpenAI(verdict)
+    try:
+        server.script = [("status", 302, b"", {"Location": other.url + "/chat/completions"})]
+        with pytest.raises(JudgeError, match=r"HTTP 302 to http://127\.0\.0\.1:\d+/v1.*judge_api\.base_url"):
+            Judge(_api(server.url)).ask("Reply with only the number.")
+        assert len(server.requests) == 1 and other.requests == []
+    finally:
+        other.close()
+
+
 def test_an_unparseable_verdict_is_left_out_of_the_mean(server, key):
     server.reply = lambda prompt: "I would rather not say."
     rows = [dict(r) for r in ROWS]

@@ -48,7 +48,7 @@ def test_write_report_tables_and_html(tmp_path):
 
 def test_report_is_cheap_to_regenerate_and_handles_missing_images(tmp_path):
     run = make_run(tmp_path)
-    shutil.rmtree(run / "images")
+    shutil.rmtree(tmp_path / "world" / "demo")
     write_report(run)
     c = check_html((run / "report.html").read_text(encoding="utf-8"))
     assert c.images == [] and "image not available" in (run / "report.html").read_text(encoding="utf-8")
@@ -131,3 +131,72 @@ def test_line_chart_svg():
     assert svg.startswith("<svg") and svg.endswith("</svg>") and "t &lt;x&gt;" in svg
     assert svg.count("<circle") == 4 and "stroke-dasharray" in svg and "xmlns" not in svg
     assert "no data" in line_chart([Series("a", [])], title="empty")
+
+
+EVIL = "<script>alert(1)</script>|x **bold** [link](javascript:y) _em_"
+
+
+def _unescaped_pipes(line: str) -> int:
+    return line.count("|") - line.count("\\|")
+
+
+def test_labels_and_answers_cannot_inject_markdown_or_html(tmp_path):
+    run = make_run(tmp_path)
+    data = json.loads((run / "results.json").read_text())
+    data["name"] = EVIL
+    (run / "results.json").write_text(json.dumps(data))
+    (run / "general").mkdir()
+    (run / "general" / "bench.json").write_text(
+        json.dumps({"name": EVIL, "model": "m", "accuracy": 0.5, "n": 2})
+    )
+    final = run / "round_2" / "evaluate"
+    metrics = json.loads((final / "metrics.json").read_text())
+    metrics["per_class"] = {EVIL: {"n": 1, "acc_substring": 1.0, "acc_strict": 1.0}}
+    metrics["confusion"] = {"labels": [EVIL], "columns": [EVIL, "none"], "counts": [["<i>2</i>", 1]]}
+    (final / "metrics.json").write_text(json.dumps(metrics))
+    rows = [json.loads(line) for line in (final / "samples.jsonl").read_text().splitlines()]
+    rows[0].update(label=EVIL, pred=EVIL, answer=f"It is {EVIL}.")
+    (final / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_report(run)
+
+    md = (run / "results.md").read_text(encoding="utf-8")
+    escaped = r"\<script\>alert(1)\</script\>\|x \*\*bold\*\* \[link\](javascript:y) \_em\_"
+    assert f"# Results: {escaped}" in md and f"| {escaped} |" in md  # H1 and the general-ability table
+    assert "<script>" not in md and "**bold**" not in md
+    for table in md.split("### ")[1:]:
+        lines = [x for x in table.splitlines() if x.startswith("|")]
+        assert len({_unescaped_pipes(x) for x in lines}) == 1, table  # no cell splits into two
+
+    page = (run / "report.html").read_text(encoding="utf-8")
+    check_html(page)
+    assert "<script" not in page and "<i>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;|x **bold**" in page
+
+
+def test_gallery_embeds_only_images_under_the_data_root(tmp_path):
+    from PIL import Image
+
+    run = make_run(tmp_path)
+    outside = tmp_path / "elsewhere.png"
+    Image.new("RGB", (8, 8), "red").save(outside)
+    final = run / "round_2" / "evaluate" / "samples.jsonl"
+    rows = [json.loads(line) for line in final.read_text().splitlines()]
+    rows[0]["image"], rows[1]["image"] = "/etc/hostname", str(outside)
+    final.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_report(run)
+    page = (run / "report.html").read_text(encoding="utf-8")
+    assert len(check_html(page).images) == 4  # one test image left, plus 3 training images
+    assert page.count("image outside the data root: not embedded") == 2
+
+
+def test_relative_data_root_is_found_from_another_folder(tmp_path, monkeypatch):
+    run = make_run(tmp_path)
+    data = json.loads((run / "results.json").read_text())
+    data["config"]["data"]["root"] = (
+        "world"  # as given on the command line, relative to where the run started
+    )
+    (run / "results.json").write_text(json.dumps(data))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    write_report(run)
+    assert len(check_html((run / "report.html").read_text(encoding="utf-8")).images) == 6

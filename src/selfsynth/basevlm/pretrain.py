@@ -312,7 +312,7 @@ def pretrain(
     start, losses = 0, []
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt is not None and ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"], strict=False)
         if probe is not None and state.get("probe") is not None:
             probe.load_state_dict(state["probe"])

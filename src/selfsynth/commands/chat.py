@@ -48,20 +48,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def read_image(path: str):
     """The image as RGB, or a SelfsynthError that names it (checked before the model loads)."""
-    from PIL import Image, UnidentifiedImageError
-
+    from selfsynth.data.checks import decode_image
     from selfsynth.errors import SelfsynthError
 
     p = Path(path)
     if not p.is_file():
         raise SelfsynthError(f"{path}: image not found; check the path")
-    try:
-        with Image.open(p) as im:
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise SelfsynthError(
-            f"{path}: not a readable image ({type(e).__name__}); pass a PNG or JPEG file"
-        ) from None
+    return decode_image(p, fix="pass a PNG or JPEG file")
 
 
 def _color() -> bool:

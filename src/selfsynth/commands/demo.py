@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from selfsynth.data.world import make_world
     from selfsynth.data.world.make import draw_workers
     from selfsynth.io import read_json, write_json
+    from selfsynth.runs import RunLock
 
     out = Path(args.out).resolve()
     world = out / "world"
@@ -63,9 +64,9 @@ def run(args: argparse.Namespace) -> int:
         )
     cfg = load_config(config, [f"data.root={world}", f"model.path={base}", "method=ours", *args.overrides])
     run_dir = out / "run"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_run_files(run_dir, cfg)
-    results = pipeline.run(cfg, run_dir, progress=not args.no_progress)
+    with RunLock(run_dir):  # a second demo on the same folder stops here, naming the first one's pid
+        write_run_files(run_dir, cfg)
+        results = pipeline.run(cfg, run_dir, progress=not args.no_progress)
     final = out / "final_model"
     if results.get("final_model"):
         if final.exists():

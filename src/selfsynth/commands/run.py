@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from selfsynth.errors import SelfsynthError
+
+if TYPE_CHECKING:
+    from selfsynth.runs import RunLock
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +32,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def check_run_dir(run_dir: Path, resume: bool) -> None:
-    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+    from selfsynth.runs import LOCK
+
+    # the lock file alone is no earlier run: a run that failed to start leaves just that
+    if run_dir.exists() and any(p.name != LOCK for p in run_dir.iterdir()) and not resume:
         raise SelfsynthError(
             f"{run_dir} already exists; pass --resume to continue it or choose another --run-dir"
         )
@@ -43,6 +50,32 @@ def write_run_files(run_dir: Path, cfg) -> None:
     write_json(run_dir / "env.json", collect())
 
 
+def lock_run_dir(run_dir: Path) -> RunLock | None:
+    """Rank 0 locks the run directory for the whole job; every rank fails alike when another run holds it.
+
+    The other ranks belong to the same job, so they take no lock of their own; they learn rank
+    0's outcome before any rank writes.
+    """
+    from selfsynth import distributed
+    from selfsynth.runs import RunLock
+
+    lock, problem = None, ""
+    if distributed.is_main():
+        try:
+            lock = RunLock(run_dir).acquire()
+        except SelfsynthError as e:
+            problem = str(e)
+    if distributed.world_size() > 1:
+        import torch.distributed as td
+
+        shared = [problem]
+        td.broadcast_object_list(shared, src=0)
+        problem = shared[0]
+    if problem:
+        raise SelfsynthError(problem)
+    return lock
+
+
 def run(args: argparse.Namespace) -> int:
     from selfsynth import distributed, pipeline
     from selfsynth.config import load_config
@@ -54,13 +87,17 @@ def run(args: argparse.Namespace) -> int:
     distributed.barrier()
     check_run_dir(run_dir, args.resume)
     distributed.barrier()
-    if distributed.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_run_files(run_dir, cfg)
-    else:
-        logging.getLogger().setLevel(logging.WARNING)  # one rank reports progress
-    distributed.barrier()
-    results = pipeline.run(cfg, run_dir, progress=not args.no_progress and distributed.is_main())
+    lock = lock_run_dir(run_dir)
+    try:
+        if distributed.is_main():
+            write_run_files(run_dir, cfg)
+        else:
+            logging.getLogger().setLevel(logging.WARNING)  # one rank reports progress
+        distributed.barrier()
+        results = pipeline.run(cfg, run_dir, progress=not args.no_progress and distributed.is_main())
+    finally:
+        if lock is not None:
+            lock.release()
     if not distributed.is_main():
         return 0
     print(summary(results))

@@ -29,10 +29,15 @@ def _list_file(root: Path, split: str) -> Path | None:
     return found[0] if found else None
 
 
+def image_roots(root: Path) -> list[Path]:
+    """The folders ``img_path`` is resolved against, in order: ROOT's parent, then ROOT."""
+    return [root.parent, root]
+
+
 def _image(root: Path, rel: str, file: Path, where: str) -> Path:
     tried: list[Path] = []
     escape: DataError | None = None
-    for base in (root.parent, root):
+    for base in image_roots(root):
         try:
             path = resolve_inside(base, rel, file=str(file), what=f"{where}: img_path")
         except DataError as e:

@@ -1,8 +1,8 @@
 """Load one split of a labelled image collection, whatever its format, as ``Example`` records.
 
 The format modules only parse; this module does what every format needs afterwards, once:
-refuse duplicate ids, optionally open every image, apply the per-class caps, refuse an empty
-split, and report what ``skip_bad`` left out.
+refuse duplicate ids, decode every image when asked to or when ``skip_bad`` is on, apply the
+per-class caps, refuse an empty split, and report what ``skip_bad`` left out.
 """
 
 from __future__ import annotations
@@ -67,9 +67,10 @@ def class_names(examples: Iterable[Example]) -> list[str]:
 def load_split(cfg: DataConfig, split: str, *, check_images: bool = False) -> LoadReport:
     """Load ``split`` ("train" or "test") of the dataset ``cfg`` describes.
 
-    ``check_images`` opens every image with PIL (slow on big sets: minutes per 100k images),
-    otherwise only existence is checked. With ``cfg.skip_bad`` each bad record is logged and
-    listed in the report's ``skipped`` instead of stopping the load.
+    ``check_images`` decodes every image (slow on big sets: minutes per 100k images), otherwise
+    only existence is checked. With ``cfg.skip_bad`` each bad record is logged and listed in the
+    report's ``skipped`` instead of stopping the load, and every image is decoded here whatever
+    ``check_images`` says, because a stage that later met a bad image could not skip it.
     """
     check_split(split)
     loader = get_loader(cfg.format)
@@ -81,7 +82,7 @@ def load_split(cfg: DataConfig, split: str, *, check_images: bool = False) -> Lo
     problems = Problems(cfg.skip_bad)
     examples = loader(cfg, split, problems)
     examples = _drop_duplicate_ids(examples, problems)
-    if check_images:
+    if check_images or cfg.skip_bad:
         examples = _check_images(examples, problems)
     cap = cfg.max_train_per_class if split == "train" else cfg.max_test_per_class
     examples = cap_per_class(examples, cap, label=lambda e: e.label, key=lambda e: e.id, seed=cfg.split_seed)

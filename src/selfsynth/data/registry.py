@@ -121,6 +121,15 @@ def get_capabilities(data: DataConfig | str) -> Capabilities:
     return importlib.import_module(module).CAPABILITIES if module else Capabilities()
 
 
+def image_roots(fmt: str, root: str | Path) -> list[Path]:
+    """The folders a format's images may lie in: the data root, or what the format's ``image_roots`` says."""
+    root = Path(root)
+    if fmt in _EXTRA or fmt not in _BUILTIN:
+        return [root]
+    roots = getattr(importlib.import_module(_BUILTIN[fmt][0]), "image_roots", None)
+    return list(roots(root)) if roots else [root]
+
+
 def concept_bank_path(cfg: DataConfig) -> Path | None:
     """The concept bank that ships with a dataset (the world's concepts.json), if there is one."""
     path = Path(cfg.root) / "concepts.json"

@@ -6,7 +6,8 @@ Each line is ``{"id", "image" (relative to DIR), "label", "visible_concepts": [.
 (the visible concepts are the ground truth for concept grounding). The concept bank is
 ``DIR/concepts.json``. ``CAPABILITIES`` tells the stages what else the world offers: its concept
 bank, its captions and multiple-choice VQA (``captions.jsonl``, ``vqa.jsonl``) as general pairs
-and the general-ability test, visible concepts per image, and its own concept citer.
+and the general-ability test, visible concepts per image, and its own concept citer. Image paths
+in every one of these files must stay inside DIR, as the loaders require of any dataset.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from selfsynth.config import DataConfig
-from selfsynth.data.checks import Problems
+from selfsynth.data.checks import Problems, checked_path
 from selfsynth.data.manifest import iter_jsonl_rows, row_to_example
 from selfsynth.data.registry import Capabilities
 from selfsynth.errors import DataError
@@ -53,19 +54,23 @@ def general_pairs(cfg: DataConfig, train: Sequence[Example], describe: Sequence[
     images = {str(Path(e.image).resolve()) for e in train}
     root = Path(cfg.root)
     out: list[QA] = []
-    if (root / "captions.jsonl").is_file():
-        for _, r in iter_jsonl(root / "captions.jsonl"):
+    captions = root / "captions.jsonl"
+    if captions.is_file():
+        for n, r in iter_jsonl(captions):
+            image = checked_path(root, r.get("image"), file=str(captions), line=n)
             if r["id"] in ids:
                 for j, cap in enumerate(r["captions"]):
                     q = describe[j % len(describe)]
-                    out.append(QA(f"cap:{r['id']}#{j}", str(root / r["image"]), q, cap, "", "general"))
-    if (root / "vqa.jsonl").is_file():
-        for n, r in iter_jsonl(root / "vqa.jsonl"):
-            if str((root / r["image"]).resolve()) in images:
+                    out.append(QA(f"cap:{r['id']}#{j}", str(image), q, cap, "", "general"))
+    vqa = root / "vqa.jsonl"
+    if vqa.is_file():
+        for n, r in iter_jsonl(vqa):
+            image = checked_path(root, r.get("image"), file=str(vqa), line=n)
+            if str(image.resolve()) in images:
                 out.append(
                     QA(
                         f"vqa:{n}",
-                        str(root / r["image"]),
+                        str(image),
                         vqa_prompt(r["question"], r["options"]),
                         world_vqa_answer(r),
                         "",
@@ -78,9 +83,13 @@ def general_pairs(cfg: DataConfig, train: Sequence[Example], describe: Sequence[
 def general_vqa(cfg: DataConfig) -> list[dict[str, Any]]:
     """Every VQA item, its image as a path under the world folder."""
     root = Path(cfg.root)
-    if not (root / "vqa.jsonl").is_file():
+    vqa = root / "vqa.jsonl"
+    if not vqa.is_file():
         return []
-    return [{**r, "image": str(root / r["image"])} for _, r in iter_jsonl(root / "vqa.jsonl")]
+    return [
+        {**r, "image": str(checked_path(root, r.get("image"), file=str(vqa), line=n))}
+        for n, r in iter_jsonl(vqa)
+    ]
 
 
 def cite_concepts(text: str, phrases: list[str]) -> list[str]:

@@ -5,7 +5,8 @@ endpoints do: 429 and 5xx answers, stalls and dropped connections are retried wi
 exponential backoff (plus a little seeded jitter), honouring ``Retry-After``; malformed bodies
 (not JSON, no choices, empty content) are retried too, and so are answers the caller's
 ``accept`` check refuses. After the last retry the caller's error class names the request, the
-endpoint, the last failure and the settings to change.
+endpoint, the last failure and the settings to change. Redirects are never followed (a 3xx is an
+error naming where it pointed) and a body over ``MAX_BODY_BYTES`` is refused.
 
 The API key is read from the environment variable named by ``api_key_env`` at call time and
 goes only into the Authorization header: it is never part of a cache key, a log record or an
@@ -34,7 +35,20 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_WAIT_S = 300.0  # no single wait is longer, whatever the server asks or the backoff reaches
+MAX_BODY_BYTES = 8 * 1024 * 1024  # a chat answer is kilobytes; more is a wrong endpoint or a hostile one
 REDACTED = "[redacted]"
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Refuses every redirect, so the Authorization header never travels to another address."""
+
+    def redirect_request(
+        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> urllib.request.Request | None:
+        raise urllib.error.HTTPError(req.full_url, code, msg, headers, fp)
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
 
 
 class _Retry(Exception):
@@ -166,8 +180,8 @@ class OpenAIClient:
                 last = self.redact(r.reason, key)
                 wait = r.wait_s
             if attempt + 1 < attempts:
-                delay = min(o.backoff_s * (2**attempt) if wait is None else wait, MAX_WAIT_S)
-                delay += self._rng.uniform(0.0, 0.1 * o.backoff_s)
+                delay = o.backoff_s * 2.0 ** min(attempt, 32) if wait is None else wait
+                delay = min(delay + self._rng.uniform(0.0, 0.1 * o.backoff_s), MAX_WAIT_S)
                 log.warning(
                     "%s to %s: %s; retry %d/%d in %.1f s",
                     self.redact(what, key),
@@ -193,10 +207,19 @@ class OpenAIClient:
         req = urllib.request.Request(self.endpoint, data=payload, headers=headers, method="POST")
         self.http_requests += 1
         try:
-            with urllib.request.urlopen(req, timeout=o.timeout_s) as resp:
-                body = resp.read()
+            with _OPENER.open(req, timeout=o.timeout_s) as resp:
+                body = resp.read(MAX_BODY_BYTES + 1)
         except urllib.error.HTTPError as e:
-            detail = self.redact(e.read()[:300].decode("utf-8", "replace"), key).strip()
+            if 300 <= e.code < 400:
+                raise self.error(
+                    self.redact(
+                        f"{what} to {self.endpoint} was redirected with HTTP {e.code} to "
+                        f"{e.headers.get('Location') or 'no Location'}; redirects are not followed so the "
+                        f"API key stays with {self.setting}.base_url: set it to the final address",
+                        key,
+                    )
+                ) from None
+            detail = self.redact(e.read(300).decode("utf-8", "replace"), key).strip()
             if e.code == 429 or e.code >= 500 or e.code == 408:
                 raise _Retry(f"HTTP {e.code}", retry_after_s(e.headers.get("Retry-After"))) from None
             fix = {
@@ -219,4 +242,12 @@ class OpenAIClient:
             raise _Retry(f"connection error ({e.reason})") from None
         except (http.client.HTTPException, ConnectionError, OSError) as e:
             raise _Retry(f"connection error ({type(e).__name__}: {e})") from None
+        if len(body) > MAX_BODY_BYTES:
+            raise self.error(
+                self.redact(
+                    f"{what} to {self.endpoint} answered with more than {MAX_BODY_BYTES} bytes; "
+                    f"check that {self.setting}.base_url is a chat-completions endpoint",
+                    key,
+                )
+            )
         return answer_text(body)

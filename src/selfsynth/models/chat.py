@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from selfsynth.errors import DataError, SelfsynthError
 from selfsynth.models import pixel_memo
@@ -86,19 +86,12 @@ def answer_suffix(processor: Any, messages: list[dict[str, Any]], prompt: str, a
 
 
 def open_image(image: ImageLike) -> Image.Image:
-    """An RGB PIL image; a missing or unreadable file is a DataError naming it."""
+    """An RGB PIL image; a missing or unreadable file is a DataError naming it and the fix."""
     if isinstance(image, Image.Image):
         return image.convert("RGB") if image.mode != "RGB" else image
-    path = Path(image)
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except FileNotFoundError:
-        raise DataError(
-            "image file not found; check the dataset root and the record's image path", file=str(path)
-        ) from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataError(f"not a readable image ({e}); remove or replace it", file=str(path)) from None
+    from selfsynth.data.checks import decode_image
+
+    return decode_image(image)
 
 
 def image_key(image: ImageLike) -> str:

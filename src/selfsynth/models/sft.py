@@ -8,9 +8,10 @@ the number of such tokens in the whole global batch, so 1 process and N processe
 global batch compute the same gradient. The vision tower is frozen (its features come from the
 feature cache), LoRA sits on the language model's linears, the projector trains in full.
 
-A checkpoint (adapter + optimizer + scheduler + step) is written every ``checkpoint_every`` steps;
-``resume=True`` continues from it and, because data order, augmentation and dropout are seeded
-per step, finishes with the same weights as an uninterrupted run.
+A checkpoint (adapter + optimizer + scheduler + step; ``models.train_checkpoint``) is written
+every ``checkpoint_every`` steps; ``resume=True`` continues from it and, because data order,
+augmentation and dropout are seeded per step, finishes with the same weights as an
+uninterrupted run.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import contextlib
 import json
 import logging
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -31,11 +31,17 @@ from PIL import Image
 from tqdm import tqdm
 
 from selfsynth.errors import ConfigError, DataError
-from selfsynth.io import atomic_write_text, write_json
+from selfsynth.io import atomic_write_text, fsync_tree, write_json
 from selfsynth.models.augment import augment
 from selfsynth.models.chat import IGNORE, answer_suffix, build_messages, encode, open_image
 from selfsynth.models.decode import accepts
 from selfsynth.models.devices import PAD_MULTIPLE_BF16, cpu_bf16
+from selfsynth.models.train_checkpoint import (
+    find_checkpoint,
+    load_checkpoint,
+    remove_checkpoints,
+    save_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -249,10 +255,8 @@ def train_lora(
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = math.ceil(cfg.warmup_ratio * steps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(steps, warmup))
-    ckpt = out / "checkpoint"
-    start, log_rows = 0, []
-    if resume and (ckpt / "state.json").is_file():
-        start, log_rows = _load_checkpoint(ckpt, model, opt, sched, plan)
+    ckpt = find_checkpoint(out) if resume else None
+    start, log_rows = load_checkpoint(ckpt, model, opt, sched, plan) if ckpt else (0, [])
     model, opt = acc.prepare(model, opt)
     _train_mode(vlm, model)
     if acc.is_main_process:
@@ -291,10 +295,10 @@ def train_lora(
                 with open(out / "train_log.jsonl", "a", encoding="utf-8") as f:
                     f.write(json.dumps(row) + "\n")
             if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
-                _save_checkpoint(acc, ckpt, model, opt, sched, step + 1, plan)
+                _save_checkpoint(acc, out, model, opt, sched, step + 1, plan)
     acc.wait_for_everyone()
     if stop < steps:  # stopped early on purpose: leave a checkpoint to resume from
-        _save_checkpoint(acc, ckpt, model, opt, sched, stop, plan)
+        _save_checkpoint(acc, out, model, opt, sched, stop, plan)
     peft_model = acc.unwrap_model(model)
     if checkpointing:
         peft_model.get_base_model().activation_checkpointing_disable()
@@ -310,8 +314,9 @@ def train_lora(
     }
     if acc.is_main_process and stop == steps:
         peft_model.save_pretrained(out / "adapter")
+        fsync_tree(out / "adapter")  # train_state.json vouches for the adapter: it must be on disk first
         write_json(state_file, {"done": True, "summary": summary})
-        shutil.rmtree(ckpt, ignore_errors=True)
+        remove_checkpoints(out)
     acc.wait_for_everyone()
     if half:  # back to the model's dtype, so generation runs without autocast
         for p in params:
@@ -397,52 +402,8 @@ def _fingerprint(steps: int, global_batch: int, n: int, seed: int, grouped: bool
 
 
 def _save_checkpoint(
-    acc: Any,
-    ckpt: Path,
-    model: Any,
-    opt: Any,
-    sched: Any,
-    step: int,
-    plan: dict[str, int],
+    acc: Any, out: Path, model: Any, opt: Any, sched: Any, step: int, plan: dict[str, int]
 ) -> None:
     if acc.is_main_process:
-        tmp = ckpt.with_name(ckpt.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        acc.unwrap_model(model).save_pretrained(tmp / "adapter")
-        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / "optim.pt")
-        rows = (ckpt.parent / "train_log.jsonl").read_text(encoding="utf-8").splitlines()
-        write_json(
-            tmp / "state.json",
-            {
-                "step": step,
-                **plan,
-                "log": [json.loads(r) for r in rows if r.strip()],
-            },
-        )
-        shutil.rmtree(ckpt, ignore_errors=True)
-        tmp.rename(ckpt)
-        log.info("checkpoint at step %d/%d in %s", step, plan["steps"], ckpt)
+        save_checkpoint(out, acc.unwrap_model(model), opt, sched, step, plan)
     acc.wait_for_everyone()
-
-
-def _load_checkpoint(
-    ckpt: Path, model: Any, opt: Any, sched: Any, plan: dict[str, int]
-) -> tuple[int, list[dict[str, Any]]]:
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    state = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
-    if {k: state.get(k, 0 if k == "grouped" else None) for k in plan} != plan:
-        log.warning(
-            "checkpoint %s was made for %s, not %s; starting over",
-            ckpt,
-            {k: state.get(k) for k in plan},
-            plan,
-        )
-        return 0, []
-    set_peft_model_state_dict(model, load_file(str(ckpt / "adapter" / "adapter_model.safetensors")))
-    blob = torch.load(ckpt / "optim.pt", map_location="cpu", weights_only=False)
-    opt.load_state_dict(blob["optimizer"])
-    sched.load_state_dict(blob["scheduler"])
-    log.info("resuming from step %d/%d", state["step"], plan["steps"])
-    return int(state["step"]), [r for r in state["log"] if r["step"] <= state["step"]]

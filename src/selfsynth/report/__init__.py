@@ -22,7 +22,7 @@ def _markdown(title: str, runs: Sequence[Any]) -> str:
     from selfsynth.report import tables
 
     parts = [
-        f"# {title}\n",
+        f"# {tables.md_text(title)}\n",
         tables.to_markdown(tables.headline(runs)),
         tables.to_markdown(tables.accuracy_per_round(runs)),
     ]

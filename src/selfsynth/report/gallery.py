@@ -1,7 +1,9 @@
 """Report pieces that show single images: test answers with cited concepts highlighted, Z* of training images.
 
 Images are inlined as base64 data URIs (thumbnails), so the report is one file that opens
-offline. On the embedded world each cited concept is green when the image shows it and red when
+offline. Only images inside the run's data root (``data.root`` of its config) are embedded: a
+samples file naming any other path gets a note in place of the image, so a report never carries
+a file from elsewhere on the machine. On the embedded world each cited concept is green when the image shows it and red when
 it does not (hallucinated, or another species' concept); elsewhere cited concepts are marked in
 one neutral colour, because no public dataset records what each image shows.
 """
@@ -29,30 +31,66 @@ def esc(value: Any) -> str:
 
 def image_data_uri(path: str | Path, max_side: int = 224) -> str | None:
     """A thumbnail of ``path`` as a ``data:`` URI, or None when the file is missing or unreadable."""
-    try:
-        from PIL import Image
+    from selfsynth.data.checks import decode_image
+    from selfsynth.errors import DataError
 
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            im.thumbnail((max_side, max_side))
-            buf = io.BytesIO()
-            if im.width * im.height <= 96 * 96:
-                im.save(buf, format="PNG", optimize=True)
-                mime = "image/png"
-            else:
-                im.save(buf, format="JPEG", quality=85)
-                mime = "image/jpeg"
-    except (OSError, ValueError) as e:
+    try:
+        im = decode_image(path)
+        im.thumbnail((max_side, max_side))
+        buf = io.BytesIO()
+        if im.width * im.height <= 96 * 96:
+            im.save(buf, format="PNG", optimize=True)
+            mime = "image/png"
+        else:
+            im.save(buf, format="JPEG", quality=85)
+            mime = "image/jpeg"
+    except (DataError, OSError, ValueError) as e:
         log.debug("no thumbnail for %s: %s", path, e)
         return None
     return f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _img(path: str | None, alt: str, root: Path) -> str:
-    uri = None
-    if path:
-        p = Path(path)
-        uri = image_data_uri(p if p.is_absolute() or p.is_file() else root / p)
+def data_roots(config: dict[str, Any], run_dir: Path) -> list[Path]:
+    """The folders a run's images may be embedded from: its data root (and whatever its format adds).
+
+    A relative root is the first that exists of: under the current folder, then under each folder
+    above the run (nearest first), since the report may be written from elsewhere than the run.
+    """
+    from selfsynth.data.registry import image_roots
+
+    data = config.get("data") if isinstance(config, dict) else None
+    root = data.get("root") if isinstance(data, dict) else None
+    if not isinstance(root, str) or not root:
+        return []
+    found = Path(root)
+    if not found.is_absolute():
+        starts = [Path.cwd(), *Path(run_dir).resolve().parents]
+        found = next((s / root for s in starts if (s / root).is_dir()), found)
+    return image_roots(str(data.get("format", "")), found)
+
+
+def _inside(path: Path, roots: Sequence[Path]) -> bool:
+    from selfsynth.data.checks import resolve_inside
+    from selfsynth.errors import DataError
+
+    for base in roots:
+        try:
+            resolve_inside(base, str(path))
+        except DataError:
+            continue
+        return True
+    return False
+
+
+def _img(path: Any, alt: str, root: Path, allowed: Sequence[Path]) -> str:
+    if not isinstance(path, str) or not path:
+        return f'<div class="noimg">{esc("image not available")}</div>'
+    p = Path(path)
+    p = p if p.is_absolute() or p.is_file() else root / p
+    if not _inside(p, allowed):
+        log.info("not embedding %s: outside the run's data root %s", p, ", ".join(map(str, allowed)))
+        return f'<div class="noimg">{esc("image outside the data root: not embedded")}</div>'
+    uri = image_data_uri(p)
     if uri is None:
         return f'<div class="noimg">{esc("image not available")}</div>'
     return f'<img src="{uri}" alt="{esc(alt)}">'
@@ -103,7 +141,10 @@ def test_cards(
     root: Path,
     citer: Callable[[str, list[str]], list[str]],
     base_answers: dict[str, str] | None = None,
+    *,
+    allowed: Sequence[Path] = (),
 ) -> str:
+    """One card per test answer; images are embedded only from inside ``allowed`` (see :func:`data_roots`)."""
     cards = []
     for r in rows:
         pred = r.get("pred")
@@ -124,7 +165,7 @@ def test_cards(
         if isinstance(r.get("ppl"), (int, float)):
             scores.append(f"ppl {r['ppl']:.1f}")
         cards.append(
-            f'<figure class="card {"ok" if ok else "wrong"}">{_img(r.get("image"), str(r.get("id", "")), root)}'
+            f'<figure class="card {"ok" if ok else "wrong"}">{_img(r.get("image"), str(r.get("id", "")), root, allowed)}'
             f'<figcaption><div class="lab">{verdict} true: <b>{esc(r.get("label", ""))}</b>'
             f" · named: {esc(pred if pred is not None else 'none')}</div>"
             f'<p class="ans">{highlight(answer, r, citer)}</p>{chips(r)}'
@@ -133,7 +174,9 @@ def test_cards(
     return f'<div class="gallery">{"".join(cards)}</div>'
 
 
-def selection_cards(rows: Sequence[dict[str, Any]], images: dict[str, str], root: Path) -> str:
+def selection_cards(
+    rows: Sequence[dict[str, Any]], images: dict[str, str], root: Path, *, allowed: Sequence[Path] = ()
+) -> str:
     cards = []
     for r in rows:
         selected = list(r.get("selected") or [])
@@ -146,7 +189,7 @@ def selection_cards(rows: Sequence[dict[str, Any]], images: dict[str, str], root
         rest = f'<div class="missed">{esc("not selected: " + "; ".join(dropped))}</div>' if dropped else ""
         rid = str(r.get("id", ""))
         cards.append(
-            f'<figure class="card">{_img(images.get(rid), rid, root)}<figcaption>'
+            f'<figure class="card">{_img(images.get(rid), rid, root, allowed)}<figcaption>'
             f'<div class="lab"><b>{esc(r.get("label", ""))}</b> · {esc(rid)}</div>'
             f"<ol>{items}</ol>{rest}</figcaption></figure>"
         )
@@ -157,7 +200,12 @@ def heatmap(conf: dict[str, Any] | None, max_classes: int = 30) -> str:
     """The confusion matrix as an HTML table shaded by row share; large ones keep the most-confused classes."""
     if not conf or not conf.get("counts"):
         return '<p class="note">No confusion matrix for this round.</p>'
-    labels, columns, counts = conf["labels"], conf["columns"], conf["counts"]
+    labels, columns = conf["labels"], conf["columns"]
+    # Counts are numbers in any file the evaluate stage wrote; anything else must not reach the page.
+    counts = [
+        [c if isinstance(c, (int, float)) and not isinstance(c, bool) else 0 for c in row]
+        for row in conf["counts"]
+    ]
     rows = list(range(len(labels)))
     note = ""
     if len(labels) > max_classes:

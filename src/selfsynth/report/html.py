@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from selfsynth.report import tables
-from selfsynth.report.gallery import esc, heatmap, selection_cards, test_cards
+from selfsynth.report.gallery import data_roots, esc, heatmap, selection_cards, test_cards
 from selfsynth.report.load import RunData, load_bank, load_selection, spread, train_images
 from selfsynth.report.plots import Series, line_chart
 
@@ -168,13 +168,15 @@ def render_run(run: RunData, *, gallery: int = 24, train_gallery: int = 12) -> s
         body.append(
             f'<h2>Test answers ({len(shown)} of {len(samples)})</h2><p class="note">{esc(legend)}</p>'
         )
-        body.append(test_cards(shown, run.dir, _citer(run), base_answers))
+        body.append(
+            test_cards(shown, run.dir, _citer(run), base_answers, allowed=data_roots(run.config, run.dir))
+        )
     selection = load_selection(run, train_gallery)
     if selection:
         images = train_images(run, {str(r.get("id")) for r in selection})
         body.append("<h2>Training images and their selected concepts Z*</h2>")
         body.append('<p class="note">Information-bottleneck scores in brackets; best first.</p>')
-        body.append(selection_cards(selection, images, run.dir))
+        body.append(selection_cards(selection, images, run.dir, allowed=data_roots(run.config, run.dir)))
     if run.config:
         dump = yaml.safe_dump(run.config, sort_keys=False, allow_unicode=True)
         body.append(f"<h2>Settings</h2><details><summary>config</summary><pre>{esc(dump)}</pre></details>")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -186,16 +187,22 @@ def per_class_table(metrics: dict[str, Any] | None, limit: int = 0) -> Table | N
     )
 
 
-def _md_cell(s: str) -> str:
-    return s.replace("|", "\\|").replace("\n", " ")
+# Characters that start markdown markup (emphasis, code, links, tables, raw HTML, entities, headings);
+# an underscore between letters or digits cannot, so run names like llava15_cub stay as written.
+_MD_SPECIAL = re.compile(r"[\\`*\[\]<>|~&#]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+
+
+def md_text(s: Any) -> str:
+    """``s`` as literal markdown text on one line: every markup character backslash-escaped."""
+    return _MD_SPECIAL.sub(lambda m: "\\" + m.group(0), " ".join(str(s).splitlines()))
 
 
 def to_markdown(t: Table) -> str:
-    lines = [f"### {t.title}", "", "| " + " | ".join(_md_cell(h) for h in t.header) + " |"]
+    lines = [f"### {md_text(t.title)}", "", "| " + " | ".join(md_text(h) for h in t.header) + " |"]
     lines.append("|" + "|".join(["---"] + ["---:"] * (len(t.header) - 1)) + "|")
-    lines.extend("| " + " | ".join(_md_cell(c) for c in row) + " |" for row in t.rows)
+    lines.extend("| " + " | ".join(md_text(c) for c in row) + " |" for row in t.rows)
     if t.note:
-        lines += ["", t.note]
+        lines += ["", md_text(t.note)]
     return "\n".join(lines) + "\n"
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict
+from pathlib import Path
 
 from selfsynth.data.registry import get_capabilities
-from selfsynth.io import read_json, write_json
+from selfsynth.io import file_digest, read_json, write_json
 from selfsynth.runs import Stage, stage_fp
 from selfsynth.stages.context import Context
 
@@ -23,7 +24,9 @@ def run_concepts(ctx: Context) -> tuple[dict[str, list[str]], str]:
     """Returns the bank ``{label: [concepts]}`` for the run's labels and the stage fingerprint."""
     cfg = ctx.cfg.concepts
     path = cfg.path or default_bank_path(ctx)
-    fp = stage_fp({**asdict(cfg), "path": path}, *ctx.labels)
+    # The file's content, not only its name: an edited concept file must redo the stage.
+    content = file_digest(path) if path and Path(path).is_file() else ""
+    fp = stage_fp({**asdict(cfg), "path": path, "content": content}, *ctx.labels)
     stage = Stage(ctx.run_dir, "concepts", fp)
     out = stage.dir / "concepts.json"
     if stage.done() and out.is_file():
