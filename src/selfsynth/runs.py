@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -74,6 +75,11 @@ class Stage:
                 log.info("%s: settings changed, redoing it", self.name)
                 shutil.rmtree(self.dir)
             self.dir.mkdir(parents=True, exist_ok=True)
+            for tmp in self.dir.glob(".*.tmp"):  # half-written by a killed run; never trusted
+                if tmp.is_dir():
+                    shutil.rmtree(tmp)
+                else:
+                    tmp.unlink()
             if not progress.is_file():
                 write_json(progress, {"fingerprint": self.fp})
         if self._shared:
@@ -195,7 +201,7 @@ def _row_of(row_id: str, item_id: str) -> bool:
 
 
 class RunLock:
-    """An exclusive, non-blocking lock on a run directory: ``RUN/.lock`` holds the owner's pid.
+    """An exclusive, non-blocking lock on a run directory: ``RUN/.lock`` holds the owner's pid and host.
 
     ``flock`` ends with the process, so a killed run leaves no lock behind; the file itself stays
     (removing it would let two processes lock two different files of the same name).
@@ -212,14 +218,15 @@ class RunLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            pid, _, host = os.pread(fd, 256, 0).decode("utf-8", "replace").strip().partition(" ")
             os.close(fd)
+            where = f"pid {pid or '?'}" + (f" on {host}" if host and host != socket.gethostname() else "")
             raise SelfsynthError(
-                f"{self.run_dir} is in use by another run (pid {holder}, lock {self.path}); wait for it "
-                f"to finish or stop it (kill {holder}), then resume with --resume"
+                f"{self.run_dir} is in use by another run ({where}, lock {self.path}); wait for it to "
+                f"finish or stop it (kill {pid or '<pid>'}), then continue it with --resume"
             ) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
         os.fsync(fd)
         fsync_dir(self.run_dir)
         self._fd = fd

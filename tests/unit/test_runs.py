@@ -116,7 +116,7 @@ def test_part_mismatch_rules():
 
 def test_a_second_lock_on_a_run_dir_names_the_holder(tmp_path):
     with RunLock(tmp_path / "run") as held:
-        assert (tmp_path / "run" / ".lock").read_text().strip() == str(os.getpid())
+        assert (tmp_path / "run" / ".lock").read_text().split()[0] == str(os.getpid())
         with pytest.raises(SelfsynthError, match=rf"pid {os.getpid()}.*kill {os.getpid()}"):
             RunLock(tmp_path / "run").acquire()
         assert held.path.is_file()
@@ -139,6 +139,9 @@ def test_a_second_run_on_a_locked_dir_exits_at_once_naming_the_pid(tmp_path, cap
         assert time.time() - t0 < 5
         err = capsys.readouterr().err
         assert f"pid {holder.pid}" in err and "--resume" in err
+        assert main(["demo", "--out", str(tmp_path), "--no-progress"]) == 2  # the demo's run folder too
+        assert f"pid {holder.pid}" in capsys.readouterr().err
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no world drawn
         assert sorted(p.name for p in run_dir.iterdir()) == [".lock"]  # nothing was written
     finally:
         holder.kill()

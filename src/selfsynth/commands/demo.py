@@ -38,6 +38,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from selfsynth.runs import RunLock
+
+    out = Path(args.out).resolve()
+    # Taken first, so a second demo on the same folder stops at once instead of drawing the world twice.
+    with RunLock(out / "run"):
+        return _demo(args, out)
+
+
+def _demo(args: argparse.Namespace, out: Path) -> int:
     from selfsynth import pipeline
     from selfsynth.basevlm.build import ensure_base_model
     from selfsynth.commands.run import summary, write_run_files
@@ -45,9 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from selfsynth.data.world import make_world
     from selfsynth.data.world.make import draw_workers
     from selfsynth.io import read_json, write_json
-    from selfsynth.runs import RunLock
 
-    out = Path(args.out).resolve()
     world = out / "world"
     if not (world / "world.json").is_file():
         print(f"building the world in {world} ...", flush=True)
@@ -64,9 +71,8 @@ def run(args: argparse.Namespace) -> int:
         )
     cfg = load_config(config, [f"data.root={world}", f"model.path={base}", "method=ours", *args.overrides])
     run_dir = out / "run"
-    with RunLock(run_dir):  # a second demo on the same folder stops here, naming the first one's pid
-        write_run_files(run_dir, cfg)
-        results = pipeline.run(cfg, run_dir, progress=not args.no_progress)
+    write_run_files(run_dir, cfg)
+    results = pipeline.run(cfg, run_dir, progress=not args.no_progress)
     final = out / "final_model"
     if results.get("final_model"):
         if final.exists():
