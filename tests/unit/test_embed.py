@@ -93,3 +93,13 @@ def test_bad_paths_are_config_errors(tmp_path):
         TextEncoder(str(tmp_path))
     with pytest.raises(TypeError):
         TextEncoder().encode("one string")
+
+
+def test_a_resumed_cache_gives_the_vectors_of_a_fresh_run(tmp_path):
+    """Texts encoded after a partial cache equal, bit for bit, the same texts encoded in one go."""
+    texts = [f"a {'small ' * (i % 5)}bird with a red crown number {i}" for i in range(40)]
+    fresh = TextEncoder(cache_dir=tmp_path / "fresh", batch_size=8).encode(texts)
+    partial = TextEncoder(cache_dir=tmp_path / "resumed", batch_size=8)
+    partial.encode(texts[::3])  # a run killed after caching some of them
+    resumed = TextEncoder(cache_dir=tmp_path / "resumed", batch_size=8).encode(texts)
+    assert np.array_equal(fresh, resumed)

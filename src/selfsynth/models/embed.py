@@ -160,12 +160,22 @@ class TextEncoder:
         return np.stack([self._mem[k] for k in keys]).astype(np.float32, copy=False)
 
     def _encode_misses(self, todo: dict[str, str], progress: bool) -> None:
-        # Length-sorted batches: similar lengths pad little, which is most of the CPU speed-up.
-        order = sorted(todo.items(), key=lambda kv: len(kv[1]))
-        log.debug("encoding %d uncached texts", len(order))
-        starts = range(0, len(order), self.batch_size)
-        for s in tqdm(starts, desc="embed", unit="batch", disable=not progress):
-            part = order[s : s + self.batch_size]
+        # Each batch holds texts of one token count, so nothing is padded: padding changes the float
+        # sums, and a text's vector would then depend on which other texts missed the cache (a
+        # resumed run would select other concepts than an uninterrupted one).
+        self._load()
+        items = list(todo.items())
+        ids = self._tokenizer([t for _, t in items], truncation=True, max_length=self.max_length)["input_ids"]
+        groups: dict[int, list[tuple[str, str]]] = {}
+        for item, row in zip(items, ids, strict=True):
+            groups.setdefault(len(row), []).append(item)
+        batches = [
+            group[s : s + self.batch_size]
+            for _, group in sorted(groups.items())
+            for s in range(0, len(group), self.batch_size)
+        ]
+        log.debug("encoding %d uncached texts in %d batches", len(items), len(batches))
+        for part in tqdm(batches, desc="embed", unit="batch", disable=not progress):
             vecs = self._embed_batch([t for _, t in part])
             rows = []
             for (k, _), v in zip(part, vecs, strict=True):
