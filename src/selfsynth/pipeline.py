@@ -31,15 +31,19 @@ def rounds_for(cfg: RunConfig) -> int:
 
 
 def load_context(cfg: RunConfig, run_dir: Path, progress: bool = True) -> Context:
-    from selfsynth.data import class_names, load_examples
+    from selfsynth.data import class_names
+    from selfsynth.data.loaders import load_split
 
-    train = load_examples(cfg.data, "train")
-    test = load_examples(cfg.data, "test")
+    loaded = {split: load_split(cfg.data, split) for split in ("train", "test")}
+    train, test = loaded["train"].examples, loaded["test"].examples
+    skipped = [{"split": split, **s.to_dict()} for split, r in loaded.items() for s in r.skipped]
     labels = class_names(train + test)
     unknown = sorted({e.label for e in test} - {e.label for e in train})
     if unknown:
         log.warning("test labels never seen in training: %s", ", ".join(unknown[:5]))
-    return Context(cfg=cfg, run_dir=run_dir, train=train, test=test, labels=labels, progress=progress)
+    return Context(
+        cfg=cfg, run_dir=run_dir, train=train, test=test, labels=labels, progress=progress, skipped=skipped
+    )
 
 
 def run(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
@@ -71,6 +75,8 @@ def run(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True) -> dict[s
     )
 
     results: dict[str, Any] = {"name": cfg.name, "method": cfg.method, "config": to_dict(cfg), "rounds": []}
+    if ctx.skipped:  # every bad image or record data.skip_bad left out, for the report
+        results["data_skipped"] = ctx.skipped
     bank, concepts_fp = main_first(run_concepts, ctx)
     results["base"] = sharded(run_evaluate, ctx, "base", base, bank, base_fp, concepts_fp, chunk_fp)
     _save(run_dir, results)

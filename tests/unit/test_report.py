@@ -200,3 +200,28 @@ def test_relative_data_root_is_found_from_another_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "elsewhere")
     write_report(run)
     assert len(check_html((run / "report.html").read_text(encoding="utf-8")).images) == 6
+
+
+def test_skipped_bad_records_reach_results_and_report(tmp_path):
+    """Images data.skip_bad left out are listed in results.json and counted in results.md and report.html."""
+    from fixtures_data import build_imagefolder, truncated_jpeg
+
+    from selfsynth.config import RunConfig
+    from selfsynth.pipeline import load_context
+
+    root = build_imagefolder(tmp_path / "data")
+    bad = truncated_jpeg(root / "train" / "cat" / "broken.jpg")
+    cfg = RunConfig()
+    cfg.data.format, cfg.data.root, cfg.data.skip_bad = "imagefolder", str(root), True
+    ctx = load_context(cfg, tmp_path / "run", progress=False)
+    assert [s["file"] for s in ctx.skipped if bad.name in str(s["file"])], ctx.skipped
+    assert all(e.image != str(bad) for e in ctx.train + ctx.test)
+
+    run = make_run(tmp_path / "r")
+    results = json.loads((run / "results.json").read_text())
+    results["data_skipped"] = ctx.skipped
+    (run / "results.json").write_text(json.dumps(results))
+    write_report(run)
+    n = len(ctx.skipped)
+    assert f"{n} bad records skipped" in (run / "results.md").read_text()
+    assert f"{n} bad records skipped" in (run / "report.html").read_text()

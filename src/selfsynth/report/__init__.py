@@ -30,7 +30,23 @@ def _markdown(title: str, runs: Sequence[Any]) -> str:
     general = tables.general_table(runs)
     if general:
         parts.append(tables.to_markdown(general))
+    parts.extend(skipped_note(r) for r in runs if r.skipped)
     return "\n".join(parts)
+
+
+def skipped_note(run: Any, limit: int = 20) -> str:
+    """A markdown list of the bad records ``data.skip_bad`` left out of ``run`` (the first ``limit``)."""
+    from selfsynth.report import tables
+
+    lines = [f"**{tables.md_text(run.name)}: {len(run.skipped)} bad records skipped (data.skip_bad)**\n"]
+    for s in run.skipped[:limit]:
+        where = ":".join(str(x) for x in (s.get("file"), s.get("line")) if x is not None)
+        lines.append(
+            f"- {tables.md_text(str(s.get('split', '')))} {tables.md_text(where)}: {tables.md_text(str(s.get('reason', '')))}"
+        )
+    if len(run.skipped) > limit:
+        lines.append(f"- ... and {len(run.skipped) - limit} more (results.json: data_skipped)")
+    return "\n".join(lines) + "\n"
 
 
 def write_report(run_dir: str | Path) -> dict[str, Any]:

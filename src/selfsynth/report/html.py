@@ -144,6 +144,11 @@ def render_run(run: RunData, *, gallery: int = 24, train_gallery: int = 12) -> s
         f"method <b>{esc(run.method_name)}</b> · data {esc(data.get('format', '?'))} ({esc(data.get('kind', ''))})"
         f" · base model {esc(model)} · {len(run.rounds)} round(s) evaluated"
         + (f" · {run.seconds:.0f} s" if isinstance(run.seconds, (int, float)) else "")
+        + (
+            f" · <b>{len(run.skipped)} bad records skipped</b> (results.json: data_skipped)"
+            if run.skipped
+            else ""
+        )
     )
     body = [f'<h1>{esc(run.name)}</h1><p class="meta">{meta}</p>', "<h2>Results</h2>", _tables([run])]
     body.append('<h2>Per round</h2><div class="charts">')

@@ -39,6 +39,7 @@ class RunData:
     seconds: float | None = None
     final_model: str | None = None
     general: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # records data.skip_bad left out
 
     @property
     def method_name(self) -> str:
@@ -119,6 +120,7 @@ def load_run(run_dir: str | Path) -> RunData:
         seconds=results.get("seconds"),
         final_model=results.get("final_model"),
         general=general,
+        skipped=list(results.get("data_skipped") or []),
     )
 
 

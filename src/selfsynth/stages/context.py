@@ -28,6 +28,7 @@ class Context:
     test: list[Example]
     labels: list[str]
     progress: bool = True
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # bad records data.skip_bad left out
     pools: PromptPools = field(init=False)
     _vlm: Any = field(default=None, init=False, repr=False)
     _vlm_path: str = field(default="", init=False, repr=False)
