@@ -21,7 +21,15 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 # Files that hold wall-clock times, absolute paths or host details, so they differ between two equal runs.
-SKIP_NAMES = {"_manifest.json", "_progress.json", ".lock", "env.json", "results.json", "results.md", "report.html"}
+SKIP_NAMES = {
+    "_manifest.json",
+    "_progress.json",
+    ".lock",
+    "env.json",
+    "results.json",
+    "results.md",
+    "report.html",
+}
 SKIP_DIRS = {"cache"}
 TIME_KEYS = re.compile(r"(^seconds$|_s$|_seconds$|^finished_at$)")
 
