@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 pytestmark = pytest.mark.slow
 RECIPE = str(Path(__file__).parents[2] / "configs" / "world.yaml")
@@ -81,6 +82,8 @@ MOMENTS = [
 
 def _start(argv: list[str]) -> tuple[subprocess.Popen, float]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # The same thread count as the in-process reference run: float sums differ between thread counts.
+    env["OMP_NUM_THREADS"] = str(torch.get_num_threads())
     env.pop("WORLD_SIZE", None)
     env.pop("RANK", None)
     t0 = time.time() - 0.01  # mtimes may round below the clock read
