@@ -122,10 +122,9 @@ def sharded(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         barrier()
         return out
     try:
+        # Returning normally means the stage was already finished: nothing computed, nothing to wait for.
         with collective():
-            out = fn(
-                *args, **kwargs
-            )  # the stage was already finished: nothing was computed, nothing to wait for
+            out = fn(*args, **kwargs)
     except ShardDone:
         barrier()
         return fn(*args, **kwargs)
@@ -134,6 +133,11 @@ def sharded(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 
 def together(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a stage that every rank takes part in as a whole (DDP fine-tuning); it ends with a barrier."""
+    """Run a stage that every rank takes part in as a whole (DDP fine-tuning), then wait for all ranks.
+
+    The barrier lets the main rank finish what only it writes (the merge, the manifest) first.
+    """
     with collective():
-        return fn(*args, **kwargs)
+        out = fn(*args, **kwargs)
+    barrier()
+    return out

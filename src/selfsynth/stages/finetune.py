@@ -86,6 +86,4 @@ def run_finetune(ctx: Context, rnd: int, base_path: str, pairs: list[QA], *input
     ctx.release_vlm()  # the in-memory model now carries adapters; never reuse it
     if distributed.is_main():
         stage.finish(domain_pairs=len(pairs), general_pairs=n_general, **info)
-    if distributed.in_collective():
-        distributed.barrier()
     return str(merged), fp
