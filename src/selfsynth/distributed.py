@@ -69,6 +69,17 @@ def barrier() -> None:
     td.barrier()
 
 
+def from_main(value: T) -> T:
+    """The main rank's ``value`` on every rank (picklable; ``value`` itself for one process)."""
+    if world_size() <= 1:
+        return value
+    import torch.distributed as td
+
+    shared = [value]
+    td.broadcast_object_list(shared, src=0)
+    return shared[0]
+
+
 def my_chunks(n: int) -> list[int]:
     """The chunk indices of ``n`` that this rank computes."""
     return [c for c in range(n) if c % world_size() == rank()]

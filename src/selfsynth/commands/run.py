@@ -65,12 +65,7 @@ def lock_run_dir(run_dir: Path) -> RunLock | None:
             lock = RunLock(run_dir).acquire()
         except SelfsynthError as e:
             problem = str(e)
-    if distributed.world_size() > 1:
-        import torch.distributed as td
-
-        shared = [problem]
-        td.broadcast_object_list(shared, src=0)
-        problem = shared[0]
+    problem = distributed.from_main(problem)
     if problem:
         raise SelfsynthError(problem)
     return lock
