@@ -8,12 +8,20 @@ meant for one writer process at a time; readers may run alongside.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from selfsynth.errors import DataError
+
+
+def default_cache_root() -> Path:
+    """Where per-machine caches live (base models, measured CPU choices): ``$SELFSYNTH_CACHE`` or ``~/.cache/selfsynth``."""
+    env = os.environ.get("SELFSYNTH_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "selfsynth"
+
 
 # SQLite's default limit on bound parameters is 999 in older builds; stay well under it.
 _MAX_VARS = 500

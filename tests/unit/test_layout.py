@@ -9,6 +9,7 @@ PKG = Path(__file__).parents[2] / "src" / "selfsynth"
 MAX_LINES = 450
 # models/ is the model backend and the text encoder, nothing else.
 MODELS = {
+    "precision_probe",
     "__init__",
     "augment",
     "backend",

@@ -129,11 +129,10 @@ def test_bf16_autocast_step_on_cpu_lowers_loss_and_keeps_fp32_weights(tmp_path, 
     assert all(p.dtype == torch.float32 for p in vlm.model.parameters())
 
 
-def test_cpu_precision_auto_follows_the_cpu_and_rejects_unknown_values():
+def test_cpu_precision_fixed_values_and_unknown_values():
     from selfsynth.models.devices import cpu_bf16
 
     assert cpu_bf16("fp32") is False and cpu_bf16("bf16") is True
-    assert cpu_bf16("auto") == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     with pytest.raises(ConfigError, match="cpu_precision"):
         cpu_bf16("half")
 

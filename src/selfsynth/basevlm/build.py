@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from selfsynth.cache import default_cache_root
 from selfsynth.errors import ConfigError
 from selfsynth.io import fingerprint, read_json, write_json
 
@@ -234,11 +235,6 @@ def build_processor(tokenizer: Any, image_size: int, patch_size: int = 32) -> An
     )
 
 
-def default_cache_root() -> Path:
-    env = os.environ.get("SELFSYNTH_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "selfsynth"
-
-
 def ensure_base_model(cache_dir: str | Path | None = None, **settings: Any) -> Path:
     """The cached base model for ``settings`` (built first if missing): ``<cache>/base-<fingerprint>``."""
     s = settings_from(**settings)
@@ -327,7 +323,9 @@ def _build(out: Path, work: Path, s: BaseSettings) -> dict[str, Any]:
     model.model.language_model.set_attn_implementation(s.attention)  # the tower has no attention
     processor = build_processor(tokenizer, s.tower_size, model.config.vision_config.patch_size)
     records = base_data.load_records(world)
-    bf16 = cpu_bf16(s.cpu_precision)  # resolved once: the manifest says which it was
+    # resolved once per workload (measured on this machine under "auto"): the manifest says which
+    encode_bf16 = cpu_bf16(s.cpu_precision, "encode")
+    bf16 = cpu_bf16(s.cpu_precision, "train")
 
     t = time.time()
     feats_path = work / "features.pt"
@@ -340,7 +338,7 @@ def _build(out: Path, work: Path, s: BaseSettings) -> dict[str, Any]:
             processor,
             base_data.LazyImages([r.image for r in records]),
             dtype=torch.float16,
-            bf16=bf16,
+            bf16=encode_bf16,
         )
         tmp = feats_path.with_name("features.pt.tmp")
         torch.save(feats, tmp)
@@ -380,6 +378,7 @@ def _build(out: Path, work: Path, s: BaseSettings) -> dict[str, Any]:
         # "auto" precision resolves per machine, and kernels differ between CPUs: the same
         # settings give another model at float level elsewhere (docs/notes/base-model.md)
         "precision": "bf16" if bf16 else "fp32",
+        "encode_precision": "bf16" if encode_bf16 else "fp32",
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "parameters": n_params,
         "trainable_parameters": n_train,

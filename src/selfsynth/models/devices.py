@@ -61,17 +61,17 @@ def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def cpu_bf16(setting: str) -> bool:
-    """Whether CPU training runs under bf16 autocast: ``auto`` asks oneDNN for native bf16 support.
+def cpu_bf16(setting: str, workload: str = "train") -> bool:
+    """Whether CPU work of ``workload`` ("train" or "encode") runs under bf16 autocast.
 
-    Without AVX512-BF16 / AMX, bf16 matmuls are emulated and slower than fp32, so ``auto`` only
-    switches where it pays.
+    ``auto`` measures: a CPU may advertise bf16 instructions (AVX512-BF16) and still run a small
+    model's training step slower in bf16 than in fp32, so flags decide nothing but whether bf16
+    is possible at all (see ``precision_probe``).
     """
     if setting == "auto":
-        try:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            return False
+        from selfsynth.models.precision_probe import measured_choice
+
+        return measured_choice(workload) == "bf16"
     if setting not in CPU_PRECISIONS:
         raise ConfigError(f"cpu_precision={setting!r} is not one of {', '.join(CPU_PRECISIONS)}")
     return setting == "bf16"

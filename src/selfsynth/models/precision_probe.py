@@ -1,0 +1,163 @@
+"""Choose CPU precision by measuring it: a few steps of each workload in fp32 and in bf16 autocast.
+
+A CPU that advertises bf16 instructions may still run bf16 slower than fp32 (AVX512-BF16 without
+AMX speeds up the matmul but pays for conversions around every other op), so the choice is made
+on the machine itself and cached per machine: CPU model, thread count and torch version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from selfsynth.cache import default_cache_root
+
+log = logging.getLogger(__name__)
+
+WORKLOADS = ("train", "encode")
+# bf16 must beat fp32 by this factor: it also rounds, so a tie goes to fp32.
+MIN_SPEEDUP = 1.1
+_CACHE_NAME = "cpu-precision.json"
+_memo: dict[str, str] = {}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_key() -> str:
+    """What the measurement depends on: CPU model, torch's kernel level, threads, torch version."""
+    cap = torch.backends.cpu.get_cpu_capability()
+    return f"{_cpu_name()} | {cap} | threads={torch.get_num_threads()} | torch {torch.__version__}"
+
+
+def _train_step() -> Callable[[], None]:
+    """One fwd+bwd of a Llama decoder the size of the embedded base's (a small model's LoRA step).
+
+    A real decoder rather than a bare matmul: on some CPUs bf16 wins the matmuls and loses more
+    on the norms, softmax and casts around them.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=2048,
+        hidden_size=192,
+        intermediate_size=512,
+        num_hidden_layers=4,
+        num_attention_heads=3,
+        num_key_value_heads=3,
+        tie_word_embeddings=True,
+    )
+    config._attn_implementation = "eager"  # what CPU training uses (devices.attention_for)
+    model = LlamaForCausalLM(config)
+    ids = torch.randint(0, config.vocab_size, (32, 128))
+
+    def step() -> None:
+        model(input_ids=ids, labels=ids).loss.backward()
+
+    return step
+
+
+def _encode_step() -> Callable[[], None]:
+    """A forward pass of an inverted-residual conv stack (the image tower's kind of layers)."""
+    torch.manual_seed(0)
+    layers: list[torch.nn.Module] = [torch.nn.Conv2d(3, 32, 3, stride=2, padding=1), torch.nn.ReLU6()]
+    for cin, cout in ((32, 48), (48, 96), (96, 160)):
+        layers += [
+            torch.nn.Conv2d(cin, cin * 4, 1),
+            torch.nn.ReLU6(),
+            torch.nn.Conv2d(cin * 4, cin * 4, 3, stride=2, padding=1, groups=cin * 4),
+            torch.nn.ReLU6(),
+            torch.nn.Conv2d(cin * 4, cout, 1),
+        ]
+    net = torch.nn.Sequential(*layers).eval().to(memory_format=torch.channels_last)
+    x = torch.randn(8, 3, 256, 256).to(memory_format=torch.channels_last)
+
+    def step() -> None:
+        with torch.no_grad():
+            net(x)
+
+    return step
+
+
+_STEPS = {"train": _train_step, "encode": _encode_step}
+
+
+def _time(step: Callable[[], None], bf16: bool, reps: int = 3) -> float:
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        step()  # the first call compiles oneDNN kernels
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+def measure(workload: str) -> dict[str, float | str]:
+    """Median seconds per step in fp32 and in bf16 autocast, and the choice they imply."""
+    if workload not in _STEPS:
+        raise ValueError(f"workload {workload!r}: one of {', '.join(WORKLOADS)}")
+    fp32 = _time(_STEPS[workload](), bf16=False)
+    bf16 = _time(_STEPS[workload](), bf16=True)
+    choice = "bf16" if fp32 / bf16 >= MIN_SPEEDUP else "fp32"
+    return {"fp32_s": round(fp32, 5), "bf16_s": round(bf16, 5), "choice": choice}
+
+
+def _bf16_possible() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def measured_choice(workload: str, cache: Path | None = None) -> str:
+    """``"bf16"`` or ``"fp32"`` for ``workload`` on this machine, measured once and cached."""
+    key = machine_key()
+    memo_key = f"{key} | {workload}"
+    if memo_key in _memo:
+        return _memo[memo_key]
+    if not _bf16_possible():
+        _memo[memo_key] = "fp32"
+        return "fp32"
+    path = cache or default_cache_root() / _CACHE_NAME
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(table, dict):
+            table = {}
+    except (OSError, ValueError):
+        table = {}
+    entry = table.get(key, {}).get(workload)
+    if not (isinstance(entry, dict) and entry.get("choice") in ("fp32", "bf16")):
+        entry = measure(workload)
+        log.info(
+            "CPU precision for %s: fp32 %.3f s, bf16 %.3f s per probe step -> %s (cached in %s)",
+            workload,
+            entry["fp32_s"],
+            entry["bf16_s"],
+            entry["choice"],
+            path,
+        )
+        table.setdefault(key, {})[workload] = entry
+        try:
+            from selfsynth.io import write_json
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json(path, table)
+        except OSError as e:  # a read-only home still gets the measured choice, just not cached
+            log.warning("could not cache the CPU precision choice in %s: %s", path, e)
+    _memo[memo_key] = str(entry["choice"])
+    return _memo[memo_key]
