@@ -26,6 +26,7 @@ COMMANDS = (
     "compare",
     "world",
     "data",
+    "export",
     "base",
     "concepts",
     "eval",

@@ -4,6 +4,7 @@
 exactly as a run would and prints counts per class and any skipped records, so a broken
 download shows up before a GPU is booked. ``selfsynth data validate-concepts`` checks that a
 concept file covers every class of a dataset with enough distinct concepts.
+``selfsynth data export-reference`` writes a dataset as the reference scripts' JSON lists.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
         "--format",
         required=True,
         help="data format (world, cub, dogs, aircraft, pld, ham10000, "
-        "chest_xray, finer, imagefolder, jsonl, csv)",
+        "chest_xray, finer, imagefolder, jsonl, csv, hf)",
     )
     p.add_argument("--root", required=True, help="the dataset's folder")
     p.add_argument("--label-level", default="variant", help="FGVC-Aircraft: variant | family | manufacturer")
@@ -32,6 +33,14 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--skip-bad", action="store_true", help="skip and report bad records instead of stopping")
+    p.add_argument("--image-column", default="image", help="hf: the column holding each row's image")
+    p.add_argument("--label-column", default="label", help="hf: the column holding each row's class")
+    p.add_argument(
+        "--train-splits", default="", help="hf: comma-separated splits that make up train (default: by name)"
+    )
+    p.add_argument(
+        "--test-splits", default="", help="hf: comma-separated splits that make up test (default: by name)"
+    )
     p.add_argument("--check-images", action="store_true", help="open every image with PIL (slow on big sets)")
 
 
@@ -55,6 +64,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     val.add_argument("--json", action="store_true", help="one JSON object")
     val.set_defaults(func=run_validate)
 
+    ref = dsub.add_parser(
+        "export-reference",
+        help="write the dataset as the reference scripts' {name}-train.json / {name}-test.json lists",
+    )
+    _add_data_args(ref)
+    ref.add_argument("--out", required=True, help="folder for the lists")
+    ref.add_argument("--name", default="", help="the lists' dataset name (default: the format's name)")
+    ref.add_argument(
+        "--image-root",
+        default="",
+        help="img_path is relative to this folder (default: OUT's parent, which the finer format reads)",
+    )
+    ref.add_argument("--overwrite", action="store_true", help="replace lists already in OUT")
+    ref.set_defaults(func=run_export_reference)
+
 
 def _data_config(args: argparse.Namespace, cap: int = 0) -> DataConfig:
     return DataConfig(
@@ -65,6 +89,10 @@ def _data_config(args: argparse.Namespace, cap: int = 0) -> DataConfig:
         test_fraction=args.test_fraction,
         split_seed=args.split_seed,
         skip_bad=args.skip_bad,
+        image_column=args.image_column,
+        label_column=args.label_column,
+        train_splits=[s for s in args.train_splits.split(",") if s],
+        test_splits=[s for s in args.test_splits.split(",") if s],
         max_train_per_class=cap,
         max_test_per_class=cap,
     )
@@ -139,4 +167,17 @@ def run_validate(args: argparse.Namespace) -> int:
             f"ok: {path} covers all {len(labels)} labels with {concepts} concepts"
             + (f"; {len(extra)} labels in the file are not in the dataset" if extra else "")
         )
+    return 0
+
+
+def run_export_reference(args: argparse.Namespace) -> int:
+    from selfsynth.export.formats import dataset_name
+    from selfsynth.export.reference import list_paths, write_reference_lists
+
+    name = dataset_name(args.name or args.format)
+    counts = write_reference_lists(
+        _data_config(args), args.out, name=name, image_root=args.image_root or None, overwrite=args.overwrite
+    )
+    for split, path in list_paths(Path(args.out), name).items():
+        print(f"{path}: {counts[split]} {split} images")
     return 0
