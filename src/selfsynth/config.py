@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from selfsynth.config_rl import RLConfig, check_rl
 from selfsynth.errors import ConfigError
 
 T = TypeVar("T")
@@ -36,8 +37,16 @@ class DataConfig:
     test_fraction: float = 0.2  # seeded stratified split when the format has no official one
     split_seed: int = 0
     max_train_per_class: int = 0  # 0 = all; caps for quick runs
-    max_test_per_class: int = 0
+    max_test_per_class: int = 0  # also caps validation
+    # > 0: hold out this many training images per class as the validation split (evaluate.split)
+    validation_per_class: int = 0
     skip_bad: bool = False  # skip (and report) bad records instead of stopping
+    # format hf (selfsynth.data.hf): the columns holding each row's image and class, and the
+    # dataset's splits that make up train and test (empty = by name: train, validation, test)
+    image_column: str = "image"
+    label_column: str = "label"
+    train_splits: list[str] = field(default_factory=list)
+    test_splits: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -180,6 +189,8 @@ class SampleConfig:
     fallback: str = "label"  # label | drop | synth (the image's round-1 pair, else label)
     avoid_repeats: bool = True  # among candidates naming the label, prefer those repeating no phrase
     no_repeat_ngram: int = 0  # as synthesize.no_repeat_ngram
+    # > 0: each candidate's score loses this much per cited concept outside the image's Z* (0 = the paper)
+    outside_penalty: float = 0.0
 
 
 @dataclass
@@ -187,6 +198,8 @@ class EvaluateConfig:
     max_new_tokens: int = 128
     batch_size: int = 16
     max_test: int = 0  # 0 = the whole test split
+    # "validation" scores the validation split instead: every setting is chosen there, test is only reported
+    split: str = "test"
     general: bool = True  # the world's generic VQA (general ability)
     general_max: int = 0  # cap on VQA items (0 = all), evenly spaced
     fluency: bool = False  # FS: perplexity under a reference LM (slow on CPU)
@@ -195,6 +208,16 @@ class EvaluateConfig:
     # LLM judge (selfsynth.metrics.judge): adds ee_judge / cs_judge; off = no network, same outputs
     judge: bool = False
     judge_api: OpenAIConfig = field(default_factory=OpenAIConfig)  # its endpoint; key stays in api_key_env
+
+
+@dataclass
+class TrackingConfig:
+    """Experiment trackers (selfsynth.tracking); nothing here enters a stage fingerprint."""
+
+    report_to: list[str] = field(default_factory=lambda: ["none"])  # any of tracking.BACKENDS
+    project: str = "selfsynth"  # W&B / trackio project, MLflow experiment
+    samples: int = 16  # test answers per evaluation in the answers table
+    mlflow_uri: str = ""  # empty: MLFLOW_TRACKING_URI, else a SQLite store in RUN/tracking/
 
 
 @dataclass
@@ -216,6 +239,8 @@ class RunConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    rl: RLConfig = field(default_factory=RLConfig)  # an optional GRPO round after the last (config_rl)
 
 
 def _owned(module: str, name: str) -> typing.Callable[[], tuple[str, ...]]:
@@ -241,10 +266,12 @@ _CHOICES: dict[str, tuple[str, ...] | typing.Callable[[], tuple[str, ...]]] = {
     "concepts.source": _owned("selfsynth.experts.names", "SOURCES"),
     "sample.negatives": _owned("selfsynth.stages.rs_score", "NEGATIVE_MODES"),
     "finetune.cpu_precision": CPU_PRECISIONS,
+    "evaluate.split": ("test", "validation"),
     "finetune.lora_forward": LORA_FORWARDS,
     "model.attention": ATTENTIONS,
     "sample.fallback": _owned("selfsynth.stages.sample", "FALLBACKS"),
     "synthesize.fallback": _owned("selfsynth.stages.synthesize", "FALLBACKS"),
+    "tracking.report_to": _owned("selfsynth.tracking", "BACKENDS"),  # a list: each item is checked
 }
 _REQUIRED = ("data.root", "model.path")
 
@@ -374,11 +401,12 @@ def _get(cfg: Any, dotted: str) -> Any:
 def validate(cfg: RunConfig, *, require: typing.Sequence[str] = _REQUIRED) -> RunConfig:
     for key, allowed in _CHOICES.items():
         choices = allowed() if callable(allowed) else allowed
-        value = _get(cfg, key)
-        if value not in choices:
-            raise ConfigError(
-                f"{key}={value!r} is not one of {', '.join(choices)}{_did_you_mean(str(value), choices)}"
-            )
+        found = _get(cfg, key)
+        for value in found if isinstance(found, list) else [found]:
+            if value not in choices:
+                raise ConfigError(
+                    f"{key}={value!r} is not one of {', '.join(choices)}{_did_you_mean(str(value), choices)}"
+                )
     for key in require:
         if not _get(cfg, key):
             raise ConfigError(
@@ -386,13 +414,21 @@ def validate(cfg: RunConfig, *, require: typing.Sequence[str] = _REQUIRED) -> Ru
             )
     if cfg.rounds < 1:
         raise ConfigError(f"rounds must be >= 1, got {cfg.rounds}")
+    if "none" in cfg.tracking.report_to and len(set(cfg.tracking.report_to)) > 1:
+        raise ConfigError(f"tracking.report_to={cfg.tracking.report_to}: 'none' goes alone")
+    image_col, label_col = cfg.data.image_column, cfg.data.label_column
+    if not image_col or not label_col or image_col == label_col:
+        raise ConfigError("data.image_column and data.label_column must name two different columns")
     if cfg.select.min_keep < 1:
         raise ConfigError(f"select.min_keep must be >= 1, got {cfg.select.min_keep}")
+    if cfg.sample.outside_penalty < 0:
+        raise ConfigError(f"sample.outside_penalty must be >= 0, got {cfg.sample.outside_penalty}")
     if cfg.select.tau <= 0 or cfg.sample.temperature < 0:
         raise ConfigError("select.tau must be > 0 and sample.temperature >= 0")
     for key in ("describe.samples", "synthesize.samples", "sample.samples", "synthesize.questions"):
         if _get(cfg, key) < 1:
             raise ConfigError(f"{key} must be >= 1, got {_get(cfg, key)}")
+    check_rl(cfg.rl, cfg.method)
     return cfg
 
 

@@ -7,6 +7,8 @@
 Baselines ``nl`` and ``lge`` are single-round methods (the paper reports one number for each);
 ``nofilter`` runs every round without the contrastive selection. Every stage is skipped when its
 manifest matches, so ``--resume`` after a kill picks up exactly where the run stopped.
+Each round's merged model gets a model card (``report.model_card``); ``tracking.report_to``
+sends training curves, metrics and sample answers to experiment trackers (``selfsynth.tracking``).
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from selfsynth.config import RunConfig, to_dict
 from selfsynth.distributed import is_main, main_first, sharded, together
 from selfsynth.io import file_digest, fingerprint, write_json
 from selfsynth.stages.context import Context
+
+if TYPE_CHECKING:
+    from selfsynth.tracking.run_tracker import RunTracker
 
 log = logging.getLogger(__name__)
 METHODS = ("ours", "nl", "lge", "nofilter")  # the choices of ``method``
@@ -34,13 +39,15 @@ def load_context(cfg: RunConfig, run_dir: Path, progress: bool = True) -> Contex
     from selfsynth.data import class_names
     from selfsynth.data.loaders import load_split
 
-    loaded = {split: load_split(cfg.data, split) for split in ("train", "test")}
-    train, test = loaded["train"].examples, loaded["test"].examples
+    # The evaluated split: test, or validation while settings are being chosen (evaluate.split).
+    held_out = cfg.evaluate.split
+    loaded = {split: load_split(cfg.data, split) for split in ("train", held_out)}
+    train, test = loaded["train"].examples, loaded[held_out].examples
     skipped = [{"split": split, **s.to_dict()} for split, r in loaded.items() for s in r.skipped]
     labels = class_names(train + test)
     unknown = sorted({e.label for e in test} - {e.label for e in train})
     if unknown:
-        log.warning("test labels never seen in training: %s", ", ".join(unknown[:5]))
+        log.warning("%s labels never seen in training: %s", held_out, ", ".join(unknown[:5]))
     return Context(
         cfg=cfg, run_dir=run_dir, train=train, test=test, labels=labels, progress=progress, skipped=skipped
     )
@@ -48,6 +55,19 @@ def load_context(cfg: RunConfig, run_dir: Path, progress: bool = True) -> Contex
 
 def run(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) the whole loop; returns the results also written to ``run_dir/results.json``."""
+    from selfsynth.tracking import open_run_tracker
+
+    tracker = open_run_tracker(cfg, run_dir)
+    failed = True
+    try:
+        results = _loop(cfg, Path(run_dir), tracker, progress)
+        failed = False
+        return results
+    finally:
+        tracker.close(failed)
+
+
+def _loop(cfg: RunConfig, run_dir: Path, tracker: RunTracker, progress: bool) -> dict[str, Any]:
     from selfsynth.stages.concepts import run_concepts
     from selfsynth.stages.describe import run_describe
     from selfsynth.stages.evaluate import run_evaluate
@@ -57,7 +77,6 @@ def run(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True) -> dict[s
     from selfsynth.stages.synthesize import run_synthesize
 
     t0 = time.time()
-    run_dir = Path(run_dir)
     ctx = load_context(cfg, run_dir, progress)
     base = cfg.model.path
     base_fp = fingerprint([str(Path(base).resolve()), _model_stamp(base)])
@@ -74,11 +93,18 @@ def run(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True) -> dict[s
         rounds_for(cfg),
     )
 
-    results: dict[str, Any] = {"name": cfg.name, "method": cfg.method, "config": to_dict(cfg), "rounds": []}
+    results: dict[str, Any] = {
+        "name": cfg.name,
+        "method": cfg.method,
+        "evaluated_on": cfg.evaluate.split,
+        "config": to_dict(cfg),
+        "rounds": [],
+    }
     if ctx.skipped:  # every bad image or record data.skip_bad left out, for the report
         results["data_skipped"] = ctx.skipped
     bank, concepts_fp = main_first(run_concepts, ctx)
     results["base"] = sharded(run_evaluate, ctx, "base", base, bank, base_fp, concepts_fp, chunk_fp)
+    tracker.evaluated("base", 0, results["base"])
     _save(run_dir, results)
 
     selected: dict[str, list[str]] = {}
@@ -86,6 +112,7 @@ def run(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True) -> dict[s
     if cfg.method in ("ours", "nofilter"):  # nl needs no concepts, lge uses all of Z_c
         descriptions, describe_fp = sharded(run_describe, ctx, base, base_fp + data_fp + chunk_fp)
         selected, select_fp = main_first(run_select, ctx, bank, descriptions, concepts_fp, describe_fp)
+    staged = _stage_grounding(ctx, bank, selected, results)
     model, model_fp = base, base_fp
     first_pairs: list = []  # round 1's pairs: sample.fallback=synth falls back on them
     for rnd in range(1, rounds_for(cfg) + 1):
@@ -109,13 +136,32 @@ def run(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True) -> dict[s
                 first_round=first_pairs,
             )
         ctx.release_vlm()
-        model, model_fp = together(run_finetune, ctx, rnd, model, pairs, data_stage_fp, model_fp)
+        model, model_fp = together(
+            run_finetune, ctx, rnd, model, pairs, data_stage_fp, model_fp, on_step=tracker.train_logger(rnd)
+        )
+        tracker.finetune_done(rnd)
+        _card(model, results, rnd)  # already now: the folder is a usable model from here on
         metrics = sharded(run_evaluate, ctx, f"round_{rnd}", model, bank, model_fp, concepts_fp, chunk_fp)
         metrics["train_pairs"] = len(pairs)
+        if staged is not None:  # where hallucinated concepts enter: this round's training answers
+            staged.fill(metrics, run_dir / f"round_{rnd}", "synthesize" if rnd == 1 else "sample", pairs)
+        tracker.evaluated(f"round_{rnd}", rnd, metrics)
         results["rounds"].append({"round": rnd, **metrics})
         results["final_model"] = model
+        _card(model, results, rnd)  # now with this round's metrics
         _save(run_dir, results)
     ctx.release_vlm()
+    if cfg.rl.enabled:  # the optional GRPO round on the last round's model (stages/rl.py)
+        from selfsynth.stages.rl import run_rl
+
+        rl_model, rl_fp, rl_info = main_first(
+            run_rl, ctx, model, selected, bank, model_fp, concepts_fp, select_fp
+        )
+        metrics = sharded(run_evaluate, ctx, "rl", rl_model, bank, rl_fp, concepts_fp, chunk_fp)
+        tracker.evaluated("rl", rounds_for(cfg) + 1, metrics)
+        results["rl"] = {**metrics, "training": rl_info}
+        ctx.release_vlm()
+        _save(run_dir, results)
     results["seconds"] = round(time.time() - t0, 1)
     _save(run_dir, results)
     if is_main():
@@ -147,6 +193,31 @@ def _model_stamp(path: str) -> str:
         ident = file_digest(f) if st.st_size <= DIGEST_LIMIT else f"{st.st_size}:{st.st_mtime_ns}"
         files.append((rel.as_posix(), ident))
     return fingerprint(files)
+
+
+def _card(model: str, results: dict[str, Any], rnd: int) -> None:
+    """Write round ``rnd``'s model card into its merged folder (the main rank's, like the merge)."""
+    if is_main():
+        from selfsynth.report.model_card import write_model_card
+
+        write_model_card(model, results, rnd)
+
+
+def _stage_grounding(
+    ctx: Context, bank: dict[str, list[str]], selected: dict[str, list[str]], results: dict[str, Any]
+) -> Any:
+    """Citation figures per stage (a ``metrics.stage_grounding.StageGrounding``, None off the main rank)."""
+    if not is_main():
+        return None
+    from selfsynth.data.registry import get_capabilities
+    from selfsynth.metrics.stage_grounding import StageGrounding
+
+    offers = get_capabilities(ctx.cfg.data)
+    staged = StageGrounding.of(bank, selected, ctx.train, visibility=offers.visibility, citer=offers.citer)
+    if selected:
+        results["zstar_grounding"] = staged.zstar()
+    staged.fill(results["base"], ctx.run_dir / "base")
+    return staged
 
 
 def _save(run_dir: Path, results: dict[str, Any]) -> None:

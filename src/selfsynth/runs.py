@@ -250,6 +250,16 @@ def stage_fp(config_slice: Any, *inputs: str) -> str:
     return fingerprint({"config": config_slice, "inputs": list(inputs)})
 
 
+def stage_fingerprint(run_dir: str | Path, name: str) -> str | None:
+    """The fingerprint stage ``name`` finished with (its manifest), else the one it began with, else None."""
+    folder = Path(run_dir) / name
+    manifest = Stage(run_dir, name, "").manifest()
+    if manifest is not None:
+        return manifest.get("fingerprint")
+    progress = folder / "_progress.json"
+    return _fingerprint_in(progress) if progress.is_file() else None
+
+
 def iter_manifests(run_dir: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
     root = Path(run_dir)
     for m in sorted(root.rglob(MANIFEST)):

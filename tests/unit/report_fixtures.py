@@ -97,6 +97,48 @@ def make_run(
     return run
 
 
+# The training images' visible concepts (Z* is each class's first two concepts: see make_run)
+TRAIN_VISIBLE = {
+    "train0": ["red crown", "conical beak"],
+    "train1": ["black mask"],
+    "train2": ["white wing bars"],
+}
+TRAIN_PAIRS = {
+    1: [
+        ("train0#0", "This is a Red Finch with a red crown and a conical beak.", "explain"),
+        ("train1#0", "This is a Blue Tit with a blue crown and a black mask.", "explain"),
+        ("train2#0", "This is an image of Red Finch.", "fallback"),
+    ],
+    2: [
+        ("train0#0", "This is a Red Finch with a red crown and a conical beak.", "explain"),
+        ("train1#0", "A Blue Tit with a black mask.", "cot"),
+        ("train2#0", "This is a Red Finch with white wing bars and a yellow breast.", "explain"),
+    ],
+}
+
+
+def add_stage_grounding(run: Path, visibility: bool = True) -> dict:
+    """Add the per-stage citation figures to ``run``'s results.json as the loop would; returns the results."""
+    from selfsynth.metrics.stage_grounding import StageGrounding
+    from selfsynth.records import QA, Example
+
+    results = json.loads((run / "results.json").read_text(encoding="utf-8"))
+    sel = [json.loads(x) for x in (run / "concepts" / "selection.jsonl").read_text().splitlines()]
+    train = [Example(i, f"{i}.png", "", "train", {"visible_concepts": v}) for i, v in TRAIN_VISIBLE.items()]
+    staged = StageGrounding.of(
+        BANK, {r["id"]: r["selected"] for r in sel}, train, visibility=visibility, citer=cite_phrases
+    )
+    labels = {r["id"]: r["label"] for r in sel}
+    results["zstar_grounding"] = staged.zstar()
+    staged.fill(results["base"], run / "base")
+    for m in results["rounds"]:
+        rnd = m["round"]
+        pairs = [QA(i, "", "q", a, labels[i.split("#")[0]], k) for i, a, k in TRAIN_PAIRS[rnd]]
+        staged.fill(m, run / f"round_{rnd}", "synthesize" if rnd == 1 else "sample", pairs)
+    (run / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    return results
+
+
 class Checker(HTMLParser):
     """Well-formed nesting of non-void tags, data-URI images only."""
 

@@ -86,7 +86,7 @@ def test_a_format_declaring_nothing_offers_nothing(tmp_path, plugin_formats):
 
 def test_an_unknown_format_errors_with_a_did_you_mean():
     with pytest.raises(
-        ConfigError, match=r"data.format='jsonn' is not one of world, .*csv \(did you mean 'jsonl'"
+        ConfigError, match=r"data.format='jsonn' is not one of world, .*csv, hf \(did you mean 'jsonl'"
     ):
         load_config(None, ["data.format=jsonn", "data.root=/d", "model.path=/m"])
     with pytest.raises(ConfigError, match=r"unknown data format 'wrld' \(did you mean 'world'\?\)"):

@@ -174,10 +174,41 @@ def test_finer_paths_relative_to_root_itself(tmp_path: Path) -> None:
     assert (ex.id, ex.image) == ("7", str((root / "pics/a.jpg").resolve()))
 
 
-def test_only_train_and_test_splits(tmp_path: Path) -> None:
+def test_only_train_validation_and_test_splits(tmp_path: Path) -> None:
     cfg = DataConfig(format="world", root=str(build_world(tmp_path)))
-    with pytest.raises(DataError, match="unknown split 'val'.*merged into train"):
+    with pytest.raises(DataError, match="unknown split 'val'.*'validation'"):
         load_examples(cfg, "val")
+
+
+def test_validation_carved_from_train_is_held_out_of_it(tmp_path: Path) -> None:
+    cfg = DataConfig(
+        format="imagefolder", root=str(BUILDERS["imagefolder"](tmp_path)), validation_per_class=1
+    )
+    full = load_examples(DataConfig(format="imagefolder", root=cfg.root), "train")
+    train, val, test = (load_examples(cfg, split) for split in ("train", "validation", "test"))
+    assert len(val) == 2 and class_names(val) == class_names(full)  # one per class
+    assert {e.id for e in train} | {e.id for e in val} == {e.id for e in full}
+    assert not {e.id for e in train} & {e.id for e in val}
+    assert test == load_examples(DataConfig(format="imagefolder", root=cfg.root), "test")
+    again = load_examples(cfg, "validation")
+    assert [e.id for e in again] == [e.id for e in val]
+    other = load_examples(
+        DataConfig(format="imagefolder", root=cfg.root, validation_per_class=1, split_seed=5), "validation"
+    )
+    assert len(other) == 2
+
+
+def test_a_format_without_its_own_validation_split_says_how_to_get_one(tmp_path: Path) -> None:
+    cfg = DataConfig(format="imagefolder", root=str(BUILDERS["imagefolder"](tmp_path)))
+    with pytest.raises(DataError, match="validation_per_class"):
+        load_examples(cfg, "validation")
+
+
+def test_a_world_without_validation_file_says_to_redraw(tmp_path: Path) -> None:
+    cfg = DataConfig(format="world", root=str(build_world(tmp_path)))
+    (Path(cfg.root) / "world.json").write_text("{}")
+    with pytest.raises(DataError, match="no validation split.*selfsynth world make"):
+        load_examples(cfg, "validation")
 
 
 def test_ham10000_user_split_warns_about_shared_lesions(

@@ -92,3 +92,54 @@ def test_grounding_cites_by_word_overlap_unless_the_dataset_brings_a_citer():
     m = grounding(rows, BANK, citer=world.citer, with_visibility=world.visibility)
     assert rows[0]["cited"] and m["ground_n"] == 1
     assert get_capabilities("cub").citer is None and not get_capabilities("cub").visibility
+
+
+def _grounded_rows():
+    return [
+        # two cited, both visible: grounded
+        {
+            "answer": "A Tern: black cap, forked tail.",
+            "label": "Tern",
+            "visible_concepts": ["black cap", "forked tail"],
+        },
+        # two cited, one of them hallucinated: not grounded
+        {"answer": "A Tern: black cap, orange beak.", "label": "Tern", "visible_concepts": ["black cap"]},
+        # one cited and visible: below GROUNDED_MIN_CITED
+        {
+            "answer": "A Tern with a black cap.",
+            "label": "Tern",
+            "visible_concepts": ["black cap", "short legs"],
+        },
+        # nothing cited (label only): not grounded
+        {"answer": "This is a Tern.", "label": "Tern", "visible_concepts": ["black cap"]},
+        # three cited, all visible: grounded
+        {
+            "answer": "A Tern: black cap, forked tail, short legs.",
+            "label": "Tern",
+            "visible_concepts": ["black cap", "forked tail", "short legs", "orange beak"],
+        },
+        # no visibility: left out of the rate
+        {"answer": "A Tern: black cap, forked tail.", "label": "Tern", "visible_concepts": None},
+    ]
+
+
+def test_grounded_rate_needs_enough_citations_all_visible():
+    from selfsynth.metrics.grounding import GROUNDED_MIN_CITED, grounded_rate
+
+    assert GROUNDED_MIN_CITED == 2
+    rows = _grounded_rows()
+    m = grounding(rows, BANK, citer=cite_phrases)
+    assert [r.get("grounded") for r in rows] == [True, False, False, False, True, None]
+    assert m["grounded_rate"] == pytest.approx(2 / 5)
+    # recomputed from the rows' recorded fields (an older samples.jsonl), without citing again
+    assert grounded_rate(rows) == pytest.approx(2 / 5)
+    assert grounded_rate([{"answer": "x", "label": "Tern", "visible_concepts": ["black cap"]}]) is None
+
+
+def test_grounded_rate_moves_where_ee_saturates():
+    rows = _grounded_rows()[:3]  # every answer gives a visual reason: EE = 1
+    m = answer_metrics(rows, labels=list(BANK), bank=BANK, grounding=True, citer=cite_phrases)
+    assert m["ee"] == 1.0 and m["grounded_rate"] == pytest.approx(1 / 3)
+    assert [r["grounded"] for r in rows] == [True, False, False]
+    off = answer_metrics([dict(r) for r in rows], labels=list(BANK), bank=BANK, grounding=False)
+    assert "grounded_rate" not in off  # no visibility, no rate

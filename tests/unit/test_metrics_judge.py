@@ -211,10 +211,10 @@ def test_evaluate_stage_off_keeps_its_fingerprint_and_on_adds_the_verdicts(serve
     ctx = _Ctx(cfg, tmp_path / "off")
     m = run_evaluate(ctx, "base", "model-dir", BANK, "in-fp")  # type: ignore[arg-type]
     assert "ee_judge" not in m and server.requests == []
-    old = {k: v for k, v in asdict(cfg.evaluate).items() if k not in ("judge", "judge_api")}
+    old = {k: v for k, v in asdict(cfg.evaluate).items() if k not in ("judge", "judge_api", "split")}
     want = stage_fp({**old, "question": ctx.pools.eval_question}, "model-dir", "in-fp", "a1", "b2")
     fp_off = read_json(tmp_path / "off/base/evaluate/_manifest.json")["fingerprint"]
-    assert fp_off == want  # the fingerprint runs had before the judge existed
+    assert fp_off == want  # the fingerprint runs had before the judge and evaluate.split existed
 
     cfg.evaluate.judge = True
     ctx = _Ctx(cfg, tmp_path / "on")

@@ -225,3 +225,65 @@ def test_skipped_bad_records_reach_results_and_report(tmp_path):
     n = len(ctx.skipped)
     assert f"{n} bad records skipped" in (run / "results.md").read_text()
     assert f"{n} bad records skipped" in (run / "report.html").read_text()
+
+
+def test_citations_per_stage_show_where_hallucinations_enter(tmp_path):
+    from report_fixtures import add_stage_grounding
+
+    run = make_run(tmp_path)
+    write_report(run)
+    assert "Citations per stage" not in (run / "results.md").read_text()  # a run from before the figures
+    results = add_stage_grounding(run)
+    assert set(results["rounds"][1]["grounding_by_stage"]) == {"sample", "evaluate"}
+    write_report(run)
+    md = (run / "results.md").read_text(encoding="utf-8")
+    table = md.split("### Citations per stage")[1].split("###")[0]
+    head = (
+        "| Stage | Answers | Fallbacks | Cited / answer | In class | P (visible) | R (visible) | Grounded % |"
+    )
+    assert head in table
+    # Z*: red crown / conical beak for the Red Finches, blue crown / black mask for the Blue Tit
+    assert "| Z\\* (select) | 3 | – | 2.00 | – | 0.50 | 0.75 | 33.3 | – | – |" in table
+    assert "| Base evaluate | 3 | – | 0.33 | 1.00 | 0.00 | 0.00 | 0.0 | – | – |" in table
+    # round 1 copies Z*'s blue crown, which the image does not show; the label fallback is left out
+    assert "| R1 synthesize (train) | 2 | 1 | 2.00 | 1.00 | 0.75 | 1.00 | 50.0 | 1.00 | 1.00 |" in table
+    # round 2's winners cite outside Z*: a visible concept and another species' one
+    assert "| R2 sample (train) | 3 | 0 | 1.67 | 0.80 | 0.80 | 1.00 | 33.3 | 0.60 | 0.50 |" in table
+    # the test answers: one cites another species' red crown, one a single concept; no Z* for test images
+    assert "| R2 evaluate | 3 | – | 1.67 | 0.80 | 0.80 | 1.00 | 33.3 | – | – |" in table
+    page = (run / "report.html").read_text(encoding="utf-8")
+    check_html(page)
+    assert "Citations per stage" in page and "<td>R2 sample (train)</td><td>3</td><td>0</td>" in page
+
+
+def test_citations_per_stage_without_visibility_keep_the_zstar_columns(tmp_path):
+    from report_fixtures import add_stage_grounding
+
+    run = make_run(tmp_path)
+    add_stage_grounding(run, visibility=False)
+    write_report(run)
+    table = (run / "results.md").read_text(encoding="utf-8").split("### Citations per stage")[1]
+    assert "P (visible)" not in table and "Grounded %" not in table.split("\n\n")[1]
+    assert "| R2 sample (train) | 3 | 0 | 1.67 | 0.80 | 0.60 | 0.50 |" in table
+
+
+def test_grounded_rate_in_the_tables_and_backfilled_for_older_runs(tmp_path):
+    run = make_run(tmp_path)
+    final = json.loads((run / "round_2" / "evaluate" / "metrics.json").read_text())
+    # of the three answers only the first cites two concepts, both visible
+    assert final["grounded_rate"] == pytest.approx(1 / 3)
+    for f in [run / "results.json", *run.glob("*/evaluate/metrics.json")]:
+        data = json.loads(f.read_text())
+        for m in [data, data.get("base") or {}, *data.get("rounds", [])]:
+            m.pop("grounded_rate", None)
+        f.write_text(json.dumps(data))
+    loaded = load_run(run)  # an evaluation from before the metric: recomputed from samples.jsonl
+    assert [m["grounded_rate"] for m in [loaded.base, *loaded.rounds]] == pytest.approx([0.0, 1 / 3, 1 / 3])
+    out = write_report(run)
+    ours = dict(zip(out["table"]["header"], out["table"]["rows"][1], strict=True))
+    assert ours["Grounded %"] == "33.3" and ours["EE"] == "1.00"  # EE saturates, the rate does not
+    assert "| R2 |" in (run / "results.md").read_text()
+    data = json.loads((run / "results.json").read_text())
+    data["config"]["data"]["format"] = "a_plugin_not_loaded_here"  # no visibility: nothing to recompute
+    (run / "results.json").write_text(json.dumps(data))
+    assert all("grounded_rate" not in m for m in load_run(run).rounds)

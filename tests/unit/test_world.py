@@ -97,6 +97,23 @@ def test_drawing_processes_write_the_same_files(world: Path, tmp_path: Path) -> 
     assert _all_bytes(world) == _all_bytes(tmp_path / "pooled")
 
 
+def test_a_validation_split_leaves_train_and_test_as_they_were(world: Path, tmp_path: Path) -> None:
+    out = tmp_path / "with_validation"
+    make_world(out, **SMALL, validation_per_class=2)
+    a, b = _all_bytes(world), _all_bytes(out)
+    for name in ("train.jsonl", "test.jsonl", "concepts.json"):
+        assert a[name] == b[name]
+    for name in ("captions.jsonl", "vqa.jsonl"):  # validation's items come after train's and test's
+        assert b[name].startswith(a[name]) and len(b[name]) > len(a[name])
+    assert all(b[k] == v for k, v in a.items() if k.endswith(".png"))
+    val = _jsonl(out / "validation.jsonl")
+    assert len(val) == 8 and {r["split"] for r in val} == {"validation"}
+    assert json.loads(b["world.json"])["counts"]["validation"] == 8
+    # redrawing without one removes the old validation file
+    make_world(out, **SMALL)
+    assert not (out / "validation.jsonl").exists()
+
+
 def test_image_seed_changes_images_not_species(world: Path, tmp_path: Path) -> None:
     make_world(tmp_path / "other", **SMALL, image_seed=1)
     a, b = _all_bytes(world), _all_bytes(tmp_path / "other")

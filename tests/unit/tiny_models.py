@@ -3,7 +3,8 @@
 Each builder writes a complete model directory (config, random weights, processor with a chat
 template, tokenizer) that ``VLM.load`` reads like any real checkpoint, so the tests exercise the
 same loading path as a 7B model, in well under a second. The tokenizer is a byte-level BPE trained
-here on a few sentences: nothing is fetched from a hub.
+here on a few sentences: nothing is fetched from a hub. ``tiny_families`` adds Qwen2.5-VL, Gemma 3,
+LLaVA-OneVision and InternVL to ``BUILDERS`` when imported.
 """
 
 from __future__ import annotations
@@ -80,21 +81,33 @@ def _bpe_json() -> str:
     return tok.to_str()
 
 
-def make_tokenizer(eos: str = "</s>"):
-    """A byte-level BPE tokenizer (~360 tokens) with the special tokens all three families need."""
+def make_tokenizer(
+    eos: str = "</s>", *, bos: str = "<s>", extra: dict[str, str] | None = None, more: tuple[str, ...] = ()
+):
+    """A byte-level BPE tokenizer (~360 tokens) with the special tokens all three families need.
+
+    ``extra`` adds named special tokens (``tok.boi_token`` and ``tok.boi_token_id`` for
+    ``{"boi_token": "<start_of_image>"}``), as a real family's tokenizer_config.json does;
+    ``more`` adds unnamed ones. Tokens not in the base vocabulary get new ids.
+    """
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
-    return PreTrainedTokenizerFast(
+    tok = PreTrainedTokenizerFast(
         tokenizer_object=Tokenizer.from_str(_bpe_json()),
-        bos_token="<s>",
+        bos_token=bos,
         eos_token=eos,
         pad_token="<pad>",
         unk_token="<unk>",
+        extra_special_tokens=dict(extra or {}),
     )
+    if more:
+        tok.add_tokens(list(more), special_tokens=True)
+    return tok
 
 
-def _text_config(vocab: int, tok) -> dict:
+def text_config(vocab: int, tok) -> dict:
+    """A 2-layer, 32-wide decoder config (kwargs) with ``tok``'s special ids."""
     return dict(
         vocab_size=vocab,
         hidden_size=32,
@@ -146,7 +159,7 @@ def build_llava(
     )
     text = LlamaConfig(
         **{
-            **_text_config(len(tok), tok),
+            **text_config(len(tok), tok),
             "hidden_size": hidden,
             "intermediate_size": 2 * hidden,
             "num_hidden_layers": layers,
@@ -171,7 +184,7 @@ def build_llava(
         num_additional_image_tokens=1,
         chat_template=LLAVA_TEMPLATE,
     )
-    return _save(LlavaForConditionalGeneration, cfg, proc, out, seed)
+    return save_model(LlavaForConditionalGeneration, cfg, proc, out, seed)
 
 
 def build_qwen2vl(out: str | Path, seed: int = 0) -> Path:
@@ -185,7 +198,7 @@ def build_qwen2vl(out: str | Path, seed: int = 0) -> Path:
 
     tok = make_tokenizer(eos="<|im_end|>")
     ids = tok.convert_tokens_to_ids
-    text = _text_config(len(tok), tok)
+    text = text_config(len(tok), tok)
     text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 2, 2]}
     vision = dict(
         depth=2,
@@ -214,7 +227,7 @@ def build_qwen2vl(out: str | Path, seed: int = 0) -> Path:
     )
     # No torchvision here, so no video processor: the same fallback the backend uses when loading.
     proc = build_without_video(Qwen2VLProcessor, image_proc, tok, chat_template=QWEN_TEMPLATE)
-    return _save(Qwen2VLForConditionalGeneration, cfg, proc, out, seed)
+    return save_model(Qwen2VLForConditionalGeneration, cfg, proc, out, seed)
 
 
 def build_idefics3(out: str | Path, seed: int = 0) -> Path:
@@ -237,7 +250,7 @@ def build_idefics3(out: str | Path, seed: int = 0) -> Path:
         image_size=32,
         patch_size=8,
     )
-    text = LlamaConfig(**_text_config(len(tok), tok))
+    text = LlamaConfig(**text_config(len(tok), tok))
     cfg = Idefics3Config(
         vision_config=vision,
         text_config=text,
@@ -250,12 +263,15 @@ def build_idefics3(out: str | Path, seed: int = 0) -> Path:
     proc = Idefics3Processor(
         image_processor=image_proc, tokenizer=tok, image_seq_len=4, chat_template=IDEFICS_TEMPLATE
     )
-    return _save(Idefics3ForConditionalGeneration, cfg, proc, out, seed)
+    return save_model(Idefics3ForConditionalGeneration, cfg, proc, out, seed)
 
 
-def _save(model_cls, cfg, proc, out: str | Path, seed: int) -> Path:
+def save_model(model_cls, cfg, proc, out: str | Path, seed: int, eos_ids: list[int] | None = None) -> Path:
+    """Random weights for ``cfg`` (seeded) saved with ``proc``; ``eos_ids`` go to generation_config.json."""
     torch.manual_seed(seed)
     model = model_cls(cfg).eval()
+    if eos_ids is not None:
+        model.generation_config.eos_token_id = eos_ids
     out = Path(out)
     model.save_pretrained(out)
     save_processor(proc, out)

@@ -54,11 +54,12 @@ def _demo(args: argparse.Namespace, out: Path) -> int:
     from selfsynth.data.world import make_world
     from selfsynth.data.world.make import draw_workers
     from selfsynth.io import read_json, write_json
+    from selfsynth.report.model_card import write_model_card
 
     world = out / "world"
     if not (world / "world.json").is_file():
         print(f"building the world in {world} ...", flush=True)
-        make_world(world, progress=not args.no_progress, workers=draw_workers())
+        make_world(world, progress=not args.no_progress, workers=draw_workers(), validation_per_class=20)
     info = read_json(world / "world.json")
     print(f"world: {len(info.get('species', []))} species; difficulty {info.get('difficulty')}", flush=True)
     print("base model: building or loading from cache ...", flush=True)
@@ -79,6 +80,8 @@ def _demo(args: argparse.Namespace, out: Path) -> int:
             shutil.rmtree(final)
         shutil.copytree(results["final_model"], final)
         results["final_model"] = str(final)
+        if results.get("rounds"):  # the round's card, its code pointing at this folder
+            write_model_card(final, results, results["rounds"][-1]["round"])
     write_json(out / "results.json", results)
     print(summary(results))
     print(f"results:     {out / 'results.json'}")

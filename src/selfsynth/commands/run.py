@@ -107,6 +107,8 @@ def summary(results: dict) -> str:
     rows = [("base", results.get("base", {}))] + [
         (f"round {r['round']}", r) for r in results.get("rounds", [])
     ]
+    if results.get("rl"):  # the optional RL round (rl.enabled)
+        rows.append(("rl", results["rl"]))
     for name, m in rows:
         gen = m.get("general_vqa")
         lines.append(

@@ -16,6 +16,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--train-per-class", type=int, default=40, help="training images per species (default 40)")
     m.add_argument("--test-per-class", type=int, default=20, help="test images per species (default 20)")
     m.add_argument(
+        "--validation-per-class",
+        type=int,
+        default=20,
+        help="validation images per species, for choosing settings without test (default 20; 0: none)",
+    )
+    m.add_argument(
         "--species-seed", type=int, default=0, help="decides names, parts and concepts (default 0)"
     )
     m.add_argument("--image-seed", type=int, default=0, help="decides images, captions and VQA (default 0)")
@@ -53,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         species=args.species,
         train_per_class=args.train_per_class,
         test_per_class=args.test_per_class,
+        validation_per_class=args.validation_per_class,
         species_seed=args.species_seed,
         image_seed=args.image_seed,
         size=args.size,

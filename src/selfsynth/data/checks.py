@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from selfsynth.errors import DataError
 
@@ -135,27 +135,33 @@ def decode_image(
         return im.convert(mode)
 
 
-def verify_image(path: str | Path, *, context: str = "", fix: str = IMAGE_FIX) -> None:
+def verify_image(
+    path: str | Path | BinaryIO, *, context: str = "", fix: str = IMAGE_FIX, file: str | None = None
+) -> None:
     """Check that ``path`` decodes as :func:`decode_image` would; a DataError names it otherwise.
 
     ``verify()`` also checks what decoding skips (PNG chunk checksums); the full decode then
-    catches truncated data, so an image that passes here opens later.
+    catches truncated data, so an image that passes here opens later. ``path`` may be an
+    in-memory file (image bytes from inside a dataset file); ``file`` is then what errors name.
     """
-    with _decoding(path, context, fix) as im:
+    with _decoding(path, context, fix, file) as im:
         im.verify()
-    with _decoding(path, context, fix) as im:
+    with _decoding(path, context, fix, file) as im:
         im.load()
 
 
 @contextmanager
-def _decoding(path: str | Path, context: str, fix: str) -> Iterator[Image.Image]:
+def _decoding(
+    path: str | Path | BinaryIO, context: str, fix: str, file: str | None = None
+) -> Iterator[Image.Image]:
     """Open ``path`` with the allowed formats and the pixel limit; turn every decoder failure into a DataError."""
     from PIL import Image, UnidentifiedImageError
 
     note = f" {context}" if context else ""
+    file = str(path) if file is None else file
 
     def bad(reason: str) -> DataError:
-        return DataError(f"{reason}{note}; {fix}", file=str(path))
+        return DataError(f"{reason}{note}; {fix}", file=file)
 
     try:
         with Image.open(path, formats=_open_formats()) as im:
@@ -170,7 +176,7 @@ def _decoding(path: str | Path, context: str, fix: str) -> Iterator[Image.Image]
         raise
     except FileNotFoundError:
         raise DataError(
-            f"image file not found{note}; check the data root and the record's image path", file=str(path)
+            f"image file not found{note}; check the data root and the record's image path", file=file
         ) from None
     except (IsADirectoryError, PermissionError) as e:
         raise bad(f"cannot read the image file ({e.strerror})") from None

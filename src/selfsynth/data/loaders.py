@@ -18,8 +18,8 @@ from tqdm.auto import tqdm
 
 from selfsynth.config import DataConfig
 from selfsynth.data.checks import Problems, Skipped, verify_image
-from selfsynth.data.registry import get_loader
-from selfsynth.data.splits import cap_per_class, check_split
+from selfsynth.data.registry import get_capabilities, get_loader
+from selfsynth.data.splits import VALIDATION, cap_per_class, carve_validation, check_split
 from selfsynth.errors import DataError
 from selfsynth.records import Example
 
@@ -65,7 +65,10 @@ def class_names(examples: Iterable[Example]) -> list[str]:
 
 
 def load_split(cfg: DataConfig, split: str, *, check_images: bool = False) -> LoadReport:
-    """Load ``split`` ("train" or "test") of the dataset ``cfg`` describes.
+    """Load ``split`` ("train", "validation" or "test") of the dataset ``cfg`` describes.
+
+    With ``cfg.validation_per_class`` > 0, validation is that many training images per class,
+    held out of "train"; otherwise it is the format's own validation split where it has one.
 
     ``check_images`` decodes every image (slow on big sets: minutes per 100k images), otherwise
     only existence is checked. With ``cfg.skip_bad`` each bad record is logged and listed in the
@@ -79,11 +82,26 @@ def load_split(cfg: DataConfig, split: str, *, check_images: bool = False) -> Lo
     root = Path(cfg.root)
     if not root.exists():
         raise DataError(f"data root not found: {root} (check data.root / --root)")
+    carve = cfg.validation_per_class > 0 and split != "test"
+    if split == VALIDATION and not carve and not get_capabilities(cfg).validation:
+        raise DataError(
+            f"{cfg.format} data has no validation split of its own: set data.validation_per_class=N "
+            "to hold out N training images per class"
+        )
     problems = Problems(cfg.skip_bad)
-    examples = loader(cfg, split, problems)
+    examples = loader(cfg, "train" if carve else split, problems)
     examples = _drop_duplicate_ids(examples, problems)
     if check_images or cfg.skip_bad:
         examples = _check_images(examples, problems)
+    if carve:
+        rest, held = carve_validation(
+            examples,
+            cfg.validation_per_class,
+            label=lambda e: e.label,
+            key=lambda e: e.id,
+            seed=cfg.split_seed,
+        )
+        examples = held if split == VALIDATION else rest
     cap = cfg.max_train_per_class if split == "train" else cfg.max_test_per_class
     examples = cap_per_class(examples, cap, label=lambda e: e.label, key=lambda e: e.id, seed=cfg.split_seed)
     if not examples:

@@ -43,6 +43,8 @@ class Capabilities:
       matcher (default: ``metrics.grounding.cite_phrases``).
     - ``train_manifest``: a JSONL file under the root listing the training images as
       ``{"id", "image"}`` rows (image relative to the root), where the report finds images.
+    - ``validation``: the loader accepts split "validation" (its own held-out images); other
+      formats get one carved from train by ``data.validation_per_class``.
     """
 
     concept_bank: Callable[[DataConfig], str] | None = None
@@ -51,6 +53,7 @@ class Capabilities:
     visibility: bool = False
     citer: Callable[[str, list[str]], list[str]] | None = None
     train_manifest: str = ""
+    validation: bool = False
 
 
 # name -> (module, function, one-line description)
@@ -74,6 +77,11 @@ _BUILTIN: dict[str, tuple[str, str, str]] = {
     "imagefolder": ("selfsynth.data.folder", "load_imagefolder", "any root/<class>/*.jpg tree"),
     "jsonl": ("selfsynth.data.manifest", "load_jsonl", "manifest root/{train,test}.jsonl (image, label, id)"),
     "csv": ("selfsynth.data.manifest", "load_csv", "manifest root/{train,test}.csv (image, label, id)"),
+    "hf": (
+        "selfsynth.data.hf",
+        "load",
+        "Hugging Face datasets: a save_to_disk folder or parquet files (image and label columns)",
+    ),
 }
 # name -> the module whose ``CAPABILITIES`` the format offers (imported only when asked)
 _BUILTIN_CAPABILITIES = {"world": "selfsynth.data.world_files"}

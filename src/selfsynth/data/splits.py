@@ -21,14 +21,34 @@ from selfsynth.io import read_json
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-SPLITS = ("train", "test")
+SPLITS = ("train", "test")  # the sides of a dataset's own split (official or a split file)
+VALIDATION = "validation"  # a format's own validation split, or carved from train (validation_per_class)
 
 
 def check_split(split: str) -> str:
-    if split not in SPLITS:
-        hint = " (validation data is merged into train)" if split in ("val", "valid", "validation") else ""
-        raise DataError(f"unknown split {split!r}: use 'train' or 'test'{hint}")
+    if split not in (*SPLITS, VALIDATION):
+        hint = " (did you mean 'validation'?)" if split in ("val", "valid", "dev") else ""
+        raise DataError(f"unknown split {split!r}: use 'train', 'validation' or 'test'{hint}")
     return split
+
+
+def carve_validation(
+    items: Sequence[T], per_class: int, *, label: Callable[[T], str], key: Callable[[T], str], seed: int
+) -> tuple[list[T], list[T]]:
+    """``(rest, validation)``: a seeded ``per_class`` items of each class held out of training.
+
+    A class keeps at least one training item, so a class with ``per_class`` items or fewer
+    gives all but one.
+    """
+    by_class: dict[str, list[T]] = defaultdict(list)
+    for it in items:
+        by_class[label(it)].append(it)
+    held: set[str] = set()
+    for name in sorted(by_class):
+        group = sorted(by_class[name], key=key)
+        random.Random(f"{seed}/validation/{name}").shuffle(group)
+        held.update(key(it) for it in group[: min(per_class, len(group) - 1)])
+    return [it for it in items if key(it) not in held], [it for it in items if key(it) in held]
 
 
 def _test_count(n: int, fraction: float) -> int:

@@ -30,6 +30,11 @@ def load(cfg: DataConfig, split: str, problems: Problems) -> list[Example]:
     root = Path(cfg.root)
     path = root / f"{split}.jsonl"
     if not path.is_file():
+        if split == "validation" and (root / "world.json").is_file():
+            raise DataError(
+                f"the world in {root} has no validation split: redraw it with "
+                "`selfsynth world make --out DIR` (validation images per species: --validation-per-class)"
+            )
         raise DataError(
             f"no {split}.jsonl in {root}: is this a world folder? (create one with `selfsynth world`)"
         )
@@ -106,4 +111,5 @@ CAPABILITIES = Capabilities(
     visibility=True,
     citer=cite_concepts,
     train_manifest="train.jsonl",
+    validation=True,
 )

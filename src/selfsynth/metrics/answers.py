@@ -96,13 +96,13 @@ def answer_metrics(
     ``acc_substring``, ``acc_strict``, ``n``, ``per_class``, ``confusion``, ``ee``; with a
     non-empty ``bank``, ``cited_per_answer``; with ``encoder`` (``.encode(texts)`` -> unit
     vectors) ``cs`` and ``cs_explained``; with ``fluency`` (``.perplexity(texts)``) ``fs``; with
-    ``grounding`` the ``ground_*`` / ``halluc_*`` numbers; with ``judge`` ``ee_judge`` and
+    ``grounding`` the ``ground_*`` / ``halluc_*`` numbers and ``grounded_rate``; with ``judge`` ``ee_judge`` and
     ``cs_judge``. ``citer(text, phrases) -> cited phrases`` overrides the concept matcher
     (default: word overlap, ``grounding.cite_phrases``; a dataset may offer its own).
 
     Row fields: ``pred``, ``correct_substring``, ``correct_strict``, ``ee``, and as available
     ``cs``, ``ppl``, ``cited``, ``cited_visible``, ``hallucinated``, ``precision``, ``recall``,
-    ``ee_judge``, ``cs_judge``.
+    ``grounded``, ``ee_judge``, ``cs_judge``.
 
     FS = exp(mean_i log ppl_i), the geometric mean of per-answer perplexities (lower is better;
     robust to one degenerate answer, unlike the arithmetic mean).

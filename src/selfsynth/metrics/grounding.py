@@ -10,6 +10,9 @@ answers that carry ``visible_concepts``; per answer too):
   including concepts of another class); ``halluc_other_rate`` counts only the cited concepts
   that are not in the true class's bank at all. A ratio whose denominator is 0 (nothing cited
   anywhere, e.g. a label-only model) is None, shown as "-": undefined, not perfect or zero.
+- grounded rate = share of answers that cite at least ``GROUNDED_MIN_CITED`` concepts, every one
+  of them visible. EE is 1 for any model that explains at all; this rate keeps moving while
+  answers trade a hallucinated cue for a visible one, and a label-only answer scores 0.
 
 A dataset may bring its own citer (``data.registry.Capabilities.citer``: the world's parses its
 part/value grammar, so synonyms such as "scarlet cap" count); the default is ``cite_phrases`` below.
@@ -36,6 +39,8 @@ from selfsynth.text import normalize
 log = logging.getLogger(__name__)
 
 Citer = Callable[[str, list[str]], list[str]]
+# One visible concept can be a lucky guess at the most common part value; two are evidence.
+GROUNDED_MIN_CITED = 2
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -69,6 +74,26 @@ def _key(phrase: str) -> str:
     return normalize(phrase)
 
 
+def is_grounded(cited: Sequence[str], visible: Sequence[str]) -> bool:
+    """At least ``GROUNDED_MIN_CITED`` distinct concepts cited, and every cited one is visible."""
+    keys = {_key(c) for c in cited}
+    return len(keys) >= GROUNDED_MIN_CITED and keys <= {_key(v) for v in visible}
+
+
+def grounded_rate(rows: Sequence[Mapping[str, Any]]) -> float | None:
+    """``grounded_rate`` of evaluated rows that already carry ``cited`` (``samples.jsonl`` of any run).
+
+    Rows without a ``visible_concepts`` list are left out; None when no row has both fields
+    (a dataset without visibility, or samples written before citations were recorded).
+    """
+    flags = [
+        is_grounded(r["cited"], r["visible_concepts"])
+        for r in rows
+        if isinstance(r.get("cited"), list) and isinstance(r.get("visible_concepts"), list)
+    ]
+    return sum(flags) / len(flags) if flags else None
+
+
 def grounding(
     rows: list[dict[str, Any]],
     bank: Mapping[str, Sequence[str]],
@@ -77,7 +102,7 @@ def grounding(
     with_visibility: bool = True,
 ) -> dict[str, Any]:
     """Add ``cited`` (and, where visibility is known, ``cited_visible``, ``hallucinated``,
-    ``precision``, ``recall``) to each row in place; return the micro/macro grounding metrics.
+    ``precision``, ``recall``, ``grounded``) to each row in place; return the micro/macro grounding metrics.
 
     Rows need ``answer`` and ``label``; ``visible_concepts`` (a list) enables the grounding
     numbers for that row. ``with_visibility=False`` only marks citations (datasets without
@@ -85,7 +110,7 @@ def grounding(
     """
     citer = citer or cite_phrases
     phrases = list(dict.fromkeys(p for ps in bank.values() for p in ps))
-    n_cited = n_hit = n_visible = n_other = n_rows = 0
+    n_cited = n_hit = n_visible = n_other = n_rows = n_grounded = 0
     precisions: list[float] = []
     recalls: list[float] = []
     for r in rows:
@@ -102,7 +127,9 @@ def grounding(
         r["hallucinated"] = miss
         r["precision"] = len(hit) / len(cited) if cited else None
         r["recall"] = len(hit) / len(vis) if vis else None
+        r["grounded"] = is_grounded(cited, visible)
         n_rows += 1
+        n_grounded += r["grounded"]
         n_cited += len(cited)
         n_hit += len(hit)
         n_visible += len(vis)
@@ -122,4 +149,5 @@ def grounding(
         "ground_precision_macro": sum(precisions) / len(precisions) if precisions else None,
         "ground_recall_macro": sum(recalls) / len(recalls) if recalls else None,
         "cited_per_answer": n_cited / n_rows,
+        "grounded_rate": n_grounded / n_rows,
     }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,22 +68,30 @@ def render(processor: Any, messages: list[dict[str, Any]], *, add_generation_pro
     )
 
 
-def answer_suffix(processor: Any, messages: list[dict[str, Any]], prompt: str, answer: str) -> str:
-    """What the assistant turn adds after ``prompt`` for ``answer``, cut after the EOS token.
+def answer_suffix(
+    processor: Any, messages: list[dict[str, Any]], prompt: str, answer: str, ends: Sequence[str] = ()
+) -> str:
+    """What the assistant turn adds after ``prompt`` for ``answer``, cut after its first end token.
 
-    Falls back to ``answer + eos`` when the template renders the assistant turn in a way that
-    does not extend the generation prompt.
+    ``ends``: the tokens generation stops at (default: the tokenizer's EOS). They can differ from
+    the tokenizer's EOS: Gemma 3 ends a turn with ``<end_of_turn>`` and its tokenizer's EOS is
+    ``<eos>``, so the target must stop where generation will. Falls back to ``answer + eos``
+    when the template renders the assistant turn in a way that does not extend the prompt.
     """
     eos = processor.tokenizer.eos_token or ""
+    ends = [e for e in ends if e] or ([eos] if eos else [])
     full = render(
         processor,
         messages + [{"role": "assistant", "content": [{"type": "text", "text": answer}]}],
         add_generation_prompt=False,
     )
     suffix = full[len(prompt) :] if full.startswith(prompt) and answer in full[len(prompt) :] else answer
-    if eos and eos in suffix[suffix.find(answer) + len(answer) :]:
-        return suffix[: suffix.index(eos, suffix.find(answer) + len(answer)) + len(eos)]
-    return suffix.rstrip() + eos
+    after = suffix.find(answer) + len(answer)
+    found = [(suffix.find(e, after), e) for e in ends if e in suffix[after:]]
+    if found:
+        at, end = min(found)
+        return suffix[: at + len(end)]
+    return suffix.rstrip() + (eos or (ends[0] if ends else ""))
 
 
 def open_image(image: ImageLike) -> Image.Image:

@@ -119,7 +119,7 @@ def decode(
     mask = inputs["attention_mask"]
     rows = mask.shape[0]
     if not share_prefill and n > 1:
-        inputs = _expand_prompts(inputs, n)
+        inputs = _expand_prompts(inputs, n, _image_token_id(model))
         pos = pos.repeat_interleave(n, dim=batch_dim)
         mask = inputs["attention_mask"]
     cache = _new_cache(model)
@@ -170,15 +170,44 @@ def decode(
     return results
 
 
-def _expand_prompts(inputs: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
-    """Repeat every prompt n times, image tensors included (flattened-patch layouts by image)."""
+def _image_token_id(model: nn.Module) -> int | None:
+    cfg = getattr(getattr(model, "module", model), "config", None)
+    found = getattr(cfg, "image_token_id", None)
+    return found if found is not None else getattr(cfg, "image_token_index", None)
+
+
+def _pixel_rows(inputs: dict[str, torch.Tensor], image_token_id: int | None) -> list[int] | None:
+    """Pixel rows per prompt when images are tiled into a varying number of rows (InternVL).
+
+    Each tile gives the same number of image tokens, so a prompt's share of the pixel rows is its
+    share of the image tokens; None when that does not divide evenly.
+    """
+    rows = inputs["pixel_values"].shape[0]
+    if image_token_id is None or rows == 0:
+        return None
+    per_prompt = (inputs["input_ids"] == image_token_id).sum(-1)
+    per_tile, left = divmod(int(per_prompt.sum()), rows)
+    if left or per_tile == 0 or bool((per_prompt % per_tile).any()):
+        return None
+    return (per_prompt // per_tile).tolist()
+
+
+def _expand_prompts(
+    inputs: dict[str, torch.Tensor], n: int, image_token_id: int | None = None
+) -> dict[str, torch.Tensor]:
+    """Repeat every prompt n times, image tensors included (flattened-patch and tiled layouts by image)."""
     rows = inputs["input_ids"].shape[0]
     out = {}
     for k, v in inputs.items():
         if not torch.is_tensor(v):
             out[k] = v
-        elif k == "pixel_values" and "image_grid_thw" in inputs:
+            continue
+        sizes = None
+        if k == "pixel_values" and "image_grid_thw" in inputs:
             sizes = inputs["image_grid_thw"].prod(-1).tolist()
+        elif k == "pixel_values" and v.shape[0] != rows:
+            sizes = _pixel_rows(inputs, image_token_id)
+        if sizes is not None:
             out[k] = torch.cat([c for c in torch.split(v, sizes) for _ in range(n)])
         elif v.shape[:1] == (rows,):
             out[k] = v.repeat_interleave(n, dim=0)

@@ -86,10 +86,49 @@ def _copy_processor_files(base: Path, dest: Path) -> None:
             or item.name.startswith(".")
         ):
             continue
-        if item.name == "selfsynth_merge.json":
+        # The base's card describes the base; the loop writes the merged model's own (report.model_card).
+        if item.name in ("selfsynth_merge.json", "README.md"):
             continue
         target = dest / item.name
         if item.is_dir():
             shutil.copytree(item, target, dirs_exist_ok=True)
         elif not target.exists():
             shutil.copy2(item, target)
+
+
+def ship_decoding(model_dir: str | Path, *, max_new_tokens: int, no_repeat_ngram: int = 0) -> Path:
+    """Write the evaluated decoding into ``model_dir``'s ``generation_config.json``.
+
+    A plain ``model.generate(**inputs)`` then decodes as the evaluation did, as far as
+    transformers can say it: greedy, the same answer length, and ``no_repeat_ngram_size`` for the
+    repeat guard (which in transformers also counts the prompt and has no exception for class
+    names, see ``decode.repeat_bans``). The exact settings go in ``selfsynth_decoding.json``.
+    """
+    from transformers import GenerationConfig
+
+    path = Path(model_dir)
+    try:
+        gen = GenerationConfig.from_pretrained(path)
+    except OSError:
+        gen = GenerationConfig()
+    gen.do_sample = False
+    gen.num_beams = 1
+    gen.max_new_tokens = max_new_tokens
+    gen.no_repeat_ngram_size = no_repeat_ngram if no_repeat_ngram > 1 else 0
+    for name in ("temperature", "top_p", "top_k"):  # sampling-only values would warn under greedy
+        setattr(gen, name, None)
+    tmp = path / ".generation.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    gen.save_pretrained(tmp)
+    os.replace(tmp / "generation_config.json", path / "generation_config.json")
+    shutil.rmtree(tmp, ignore_errors=True)
+    exact = {
+        "greedy": True,
+        "max_new_tokens": max_new_tokens,
+        "no_repeat_ngram": no_repeat_ngram,
+        "repeat_guard": "generated tokens only; class-name word pairs may repeat (selfsynth.models.decode)",
+    }
+    tmp_file = path / ".selfsynth_decoding.json.tmp"
+    tmp_file.write_text(json.dumps(exact, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp_file, path / "selfsynth_decoding.json")
+    return path

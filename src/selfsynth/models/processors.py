@@ -1,10 +1,10 @@
 """Load and save a VLM's processor (image processor + tokenizer + chat template), torchvision or not.
 
 ``AutoProcessor`` needs torchvision for processors that carry a video sub-processor (Qwen2-VL,
-Qwen2.5-VL, SmolVLM); without it, construction fails or silently yields a bare tokenizer. Images
-are all this project feeds, so the fallback builds the same processor class from its parts (the
-PIL image processor, the tokenizer, the chat template) with no video processor, and the saver
-writes the same files ``save_pretrained`` would.
+Qwen2.5-VL, LLaVA-OneVision, InternVL, SmolVLM); without it, construction fails or silently yields a
+bare tokenizer. Images are all this project feeds, so the fallback builds the same processor class
+from its parts (the PIL image processor, the tokenizer, the chat template) with no video processor,
+and the saver writes the same files ``save_pretrained`` would.
 """
 
 from __future__ import annotations
@@ -142,15 +142,9 @@ def save_processor(proc: Any, out: str | Path) -> None:
         proc.save_pretrained(out)
         return
     proc.tokenizer.save_pretrained(out)
-    cfg = {"processor_class": type(proc).__name__, "image_processor": proc.image_processor.to_dict()}
-    for key in (
-        "image_seq_len",
-        "patch_size",
-        "num_additional_image_tokens",
-        "vision_feature_select_strategy",
-    ):
-        if hasattr(proc, key):
-            cfg[key] = getattr(proc, key)
+    # to_dict keeps every setting the class's __init__ takes (image_seq_length, num_image_tokens...),
+    # so _assemble rebuilds the same processor; the absent video processor is left out.
+    cfg = {k: v for k, v in proc.to_dict().items() if k != "video_processor"}
     (out / _PROCESSOR_FILE).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
     if isinstance(proc.chat_template, str):
         (out / "chat_template.jinja").write_text(proc.chat_template, encoding="utf-8")

@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ def batch_for(
     """A right-padded training batch whose labels cover only the answer and its EOS token."""
     prompts = [vlm.prompt(q) for q in questions]
     suffixes = [
-        answer_suffix(vlm.processor, build_messages(q), p, a)
+        answer_suffix(vlm.processor, build_messages(q), p, a, vlm.end_tokens)
         for q, p, a in zip(questions, prompts, answers, strict=True)
     ]
     return encode(
@@ -119,6 +120,16 @@ def answer_logprobs(
         mask[torch.arange(len(mask)), last] = False
     nll = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=IGNORE, reduction="none")
     return -(nll * mask).sum(dim=1)
+
+
+def token_logprobs(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-probability of each target token, supervised mask), both [rows, positions] from the
+    batch's first supervised position on: the answer and its EOS, what a policy gradient needs."""
+    logits, target = _answer_logits(model, batch, device)
+    nll = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=IGNORE, reduction="none")
+    return -nll, target != IGNORE
 
 
 def _schedule(steps: int, warmup: int):
@@ -201,6 +212,7 @@ def train_lora(
     max_steps: int | None = None,
     micro_batch_size: int | None = None,
     gradient_checkpointing: bool | None = None,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train a LoRA adapter (+ projector) on ``examples``; writes ``out_dir/adapter`` and ``train_log.jsonl``.
 
@@ -208,7 +220,8 @@ def train_lora(
     ``out_dir/checkpoint`` or returns the finished run's summary. On a GPU with a bf16/fp16
     model, the trainable weights (LoRA, projector) train in fp32 under autocast while the frozen
     base stays in half precision, and activations are recomputed (``gradient_checkpointing``,
-    default on for CUDA) to fit 7B models.
+    default on for CUDA) to fit 7B models. ``on_step(row)`` gets each step's ``train_log.jsonl`` row
+    on the main process, after the row is written (experiment tracking).
     """
     from accelerate import Accelerator
     from peft import get_peft_model
@@ -294,6 +307,8 @@ def train_lora(
             if acc.is_main_process:
                 with open(out / "train_log.jsonl", "a", encoding="utf-8") as f:
                     f.write(json.dumps(row) + "\n")
+                if on_step is not None:
+                    on_step(row)
             if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
                 _save_checkpoint(acc, out, model, opt, sched, step + 1, plan)
     acc.wait_for_everyone()

@@ -3,8 +3,9 @@
 One class serves every stage: ``generate`` (descriptions, synthetic answers, rejection samples,
 evaluation), ``train_lora`` (SFT), ``merge`` (a standalone checkpoint for the next round or for
 serving), ``loss`` (diagnostics). It works with any model directory that
-``AutoModelForImageTextToText`` loads (LLaVA, Qwen2-VL, Idefics3, the embedded base model...),
-building prompts with the directory's own chat template.
+``AutoModelForImageTextToText`` loads (LLaVA, LLaVA-OneVision, Qwen2-VL, Qwen2.5-VL, Idefics3,
+Gemma 3, InternVL, the embedded base model...), building prompts with the directory's own chat
+template.
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ class VLM:
                 f"{path}: neither the tokenizer nor generation_config.json names an EOS token; "
                 "set eos_token in tokenizer_config.json"
             )
+        # Training targets end at one of these (the tokenizer's EOS first), as generation does.
+        first = [tok.eos_token_id] if tok.eos_token_id in self.eos_ids else []
+        self.end_tokens = tuple(tok.convert_ids_to_tokens([*first, *sorted(self.eos_ids - set(first))]))
         self._prompts = PromptCache(processor, PROMPT_CACHE_SIZE)
 
     @classmethod

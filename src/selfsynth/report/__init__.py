@@ -27,6 +27,7 @@ def _markdown(title: str, runs: Sequence[Any]) -> str:
         tables.to_markdown(tables.accuracy_per_round(runs)),
     ]
     parts.extend(tables.to_markdown(tables.per_round(r)) for r in runs)
+    parts.extend(tables.to_markdown(t) for r in runs if (t := tables.grounding_table(r)))
     general = tables.general_table(runs)
     if general:
         parts.append(tables.to_markdown(general))

@@ -54,6 +54,7 @@ _EXPLAIN = (
     ("ground_precision", "Ground. P"),
     ("ground_recall", "Ground. R"),
     ("halluc_rate", "Halluc."),
+    ("grounded_rate", "Grounded"),
 )
 
 
@@ -122,6 +123,7 @@ def _page(title: str, body: str) -> str:
 def _tables(runs: Sequence[RunData]) -> str:
     parts = [tables.to_html(tables.headline(runs), esc), tables.to_html(tables.accuracy_per_round(runs), esc)]
     parts.extend(tables.to_html(tables.per_round(r), esc) for r in runs)
+    parts.extend(tables.to_html(t, esc) for r in runs if (t := tables.grounding_table(r)))
     general = tables.general_table(runs)
     if general:
         parts.append(tables.to_html(general, esc))

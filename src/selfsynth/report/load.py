@@ -40,6 +40,7 @@ class RunData:
     final_model: str | None = None
     general: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)  # records data.skip_bad left out
+    zstar_grounding: dict[str, Any] | None = None  # Z* against the visible concepts (metrics.stage_grounding)
 
     @property
     def method_name(self) -> str:
@@ -110,7 +111,7 @@ def load_run(run_dir: str | Path) -> RunData:
         g = _metrics_file(f)
         if g is not None and "accuracy" in g:
             general.append({"name": g.get("name", f.stem), **{k: v for k, v in g.items() if k != "items"}})
-    return RunData(
+    run = RunData(
         dir=root,
         name=str(results.get("name") or config.get("name") or root.name),
         method=str(results.get("method") or config.get("method") or "ours"),
@@ -121,7 +122,26 @@ def load_run(run_dir: str | Path) -> RunData:
         final_model=results.get("final_model"),
         general=general,
         skipped=list(results.get("data_skipped") or []),
+        zstar_grounding=results.get("zstar_grounding") or None,
     )
+    _fill_grounded_rate(run)
+    return run
+
+
+def _fill_grounded_rate(run: RunData) -> None:
+    """``grounded_rate`` from ``samples.jsonl`` where an evaluation finished before the metric existed.
+
+    Its rows already carry ``cited`` and ``visible_concepts``, so this re-cites nothing.
+    """
+    if not run.capabilities.visibility:
+        return
+    from selfsynth.metrics.grounding import grounded_rate
+
+    for m in ([run.base] if run.base else []) + run.rounds:
+        if "grounded_rate" not in m:
+            rate = grounded_rate(run.samples(m.get("round")))
+            if rate is not None:
+                m["grounded_rate"] = rate
 
 
 def _config_yaml(root: Path) -> dict[str, Any]:

@@ -2,9 +2,10 @@
 
 Headline table: one row per method (Base, NL, L+GE, Ours, No filtering; a run holds one method
 plus its base model, ``compare`` merges runs), with the final round's accuracy (substring /
-strict), EE, CS, FS, grounding precision / recall / hallucination and general ability. Runs that
-differ only in ``name`` and ``seed`` also get a "mean ± sd" row. A second table gives accuracy
-per round, a third every metric per round of each run.
+strict), EE, CS, FS, grounding precision / recall / hallucination, grounded rate and general
+ability. Runs that differ only in ``name`` and ``seed`` also get a "mean ± sd" row. A second table
+gives accuracy per round, a third every metric per round of each run, a fourth the citations of
+each stage's answers (Z*, training answers, evaluated answers) of each run.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ COLUMNS: list[tuple[str, str, Callable[[Any], str]]] = [
     ("Ground. P", "ground_precision", two),
     ("Ground. R", "ground_recall", two),
     ("Halluc.", "halluc_rate", two),
+    ("Grounded %", "grounded_rate", pct),
     ("General %", "general_vqa", pct),
 ]
 
@@ -120,7 +122,8 @@ def headline(runs: Sequence[RunData]) -> Table:
         ["Method", *[c for c, _, _ in COLUMNS]],
         rows,
         note="Acc. sub. = label substring (paper / Finer rule); strict = first affirmative class mention. "
-        "EE, CS, P, R, Halluc. in 0..1; FS = perplexity, lower is better. See docs/metrics.md.",
+        "EE, CS, P, R, Halluc. in 0..1; FS = perplexity, lower is better; Grounded = answers citing "
+        "at least 2 concepts, all visible. See docs/metrics.md.",
     )
 
 
@@ -156,6 +159,48 @@ def per_round(run: RunData) -> Table:
         f"Every metric per round: {run.method_name} ({run.name})",
         ["Round", *[c for c, _, _ in COLUMNS], "Train pairs"],
         rows,
+    )
+
+
+# (column header, key of a stage's figures, formatter, needs visibility)
+STAGE_COLUMNS: list[tuple[str, str, Callable[[Any], str], bool]] = [
+    ("Answers", "answers", lambda v: str(v) if isinstance(v, int) else DASH, False),
+    ("Fallbacks", "fallback", lambda v: str(v) if isinstance(v, int) else DASH, False),
+    ("Cited / answer", "cited_per_answer", two, False),
+    ("In class", "class_precision", two, False),
+    ("P (visible)", "visible_precision", two, True),
+    ("R (visible)", "visible_recall", two, True),
+    ("Grounded %", "grounded_rate", pct, True),
+    ("P (Z*)", "zstar_precision", two, False),
+    ("R (Z*)", "zstar_recall", two, False),
+]
+_STAGE_NAMES = {"synthesize": "synthesize (train)", "sample": "sample (train)", "evaluate": "evaluate"}
+
+
+def grounding_table(run: RunData) -> Table | None:
+    """Citations per stage, in loop order: Z*, base answers, then each round's training and test answers.
+
+    None for a run whose results predate these figures (``selfsynth run --resume`` adds them).
+    """
+    rows: list[tuple[str, dict[str, Any]]] = []
+    if run.zstar_grounding:
+        rows.append(("Z* (select)", run.zstar_grounding))
+    for m in ([run.base] if run.base else []) + run.rounds:
+        name = f"R{m['round']}" if "round" in m else "Base"
+        for stage, figures in (m.get("grounding_by_stage") or {}).items():
+            if isinstance(figures, dict) and figures:
+                rows.append((f"{name} {_STAGE_NAMES.get(stage, stage)}", figures))
+    if not rows:
+        return None
+    visible = any("visible_precision" in f or "visible_recall" in f for _, f in rows)
+    cols = [c for c in STAGE_COLUMNS if visible or not c[3]]
+    return Table(
+        f"Citations per stage: {run.method_name} ({run.name})",
+        ["Stage", *[c for c, _, _, _ in cols]],
+        [[name, *[fmt(f.get(key)) for _, key, fmt, _ in cols]] for name, f in rows],
+        note="Training answers are the pairs a round trains on, fallbacks left out. In class = share of "
+        "cited concepts in the true class's bank; P / R against the image's visible concepts "
+        "or its selected concepts Z* (training images only). See docs/metrics.md.",
     )
 
 

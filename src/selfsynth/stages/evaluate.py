@@ -51,7 +51,9 @@ def run_evaluate(
     offers = get_capabilities(ctx.cfg.data)
     test = test_subset(ctx.test, cfg.max_test)
     question = ctx.pools.eval_question
-    settings = {k: v for k, v in asdict(cfg).items() if k not in ("judge", "judge_api")}
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("judge", "judge_api", "split")}
+    if cfg.split != "test":  # only then: test evaluations keep the fingerprint they had before splits
+        settings["split"] = cfg.split
     if cfg.judge:  # only then: runs without the judge keep the fingerprint they had before it existed
         api = cfg.judge_api
         settings["judge"] = {"base_url": api.base_url, "model": api.model, "temperature": api.temperature}
@@ -120,6 +122,10 @@ def run_evaluate(
             metrics["general_n"] = len(choices)
     write_jsonl(stage.dir / "samples.jsonl", rows)
     write_json(stage.dir / "metrics.json", metrics)
+    if name != "base":  # a round's own merged model, never the user's base folder
+        from selfsynth.models.merge import ship_decoding
+
+        ship_decoding(model_path, max_new_tokens=cfg.max_new_tokens, no_repeat_ngram=cfg.no_repeat_ngram)
     stage.finish(samples=len(rows))
     log.info(
         "%s: substring acc %.3f, strict acc %.3f (n=%d)",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,18 @@ def checkpoint_every(n_examples: int, cfg: Any) -> int:
     return max(1, min(CHECKPOINT_EVERY, steps // 10))
 
 
-def run_finetune(ctx: Context, rnd: int, base_path: str, pairs: list[QA], *inputs_fp: str) -> tuple[str, str]:
-    """Train this round's LoRA; returns the merged model directory and the stage fingerprint."""
+def run_finetune(
+    ctx: Context,
+    rnd: int,
+    base_path: str,
+    pairs: list[QA],
+    *inputs_fp: str,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[str, str]:
+    """Train this round's LoRA; returns the merged model directory and the stage fingerprint.
+
+    ``on_step`` receives each training step's log row on the main rank (experiment tracking).
+    """
     cfg = ctx.cfg.finetune
     general = general_pairs(ctx)
     general_fp = fingerprint([[q.id, q.image, q.question, q.answer] for q in general])
@@ -71,6 +82,8 @@ def run_finetune(ctx: Context, rnd: int, base_path: str, pairs: list[QA], *input
     vlm = ctx.vlm(base_path)
     # Under a launcher every rank trains (DDP); the main rank alone merges and writes the manifest.
     every = checkpoint_every(len(mixed), cfg)
+    # Passed only when set, so an engine whose train_lora takes no such argument trains as before.
+    tracked = {"on_step": on_step} if on_step is not None else {}
     info = vlm.train_lora(
         mixed,
         cfg,
@@ -79,6 +92,7 @@ def run_finetune(ctx: Context, rnd: int, base_path: str, pairs: list[QA], *input
         progress=ctx.progress,
         resume=True,  # a checkpoint here has this stage's fingerprint: begin() cleared any other
         checkpoint_every=every,
+        **tracked,
     )
     if distributed.is_main():
         vlm.merge(stage.dir / "adapter", merged)

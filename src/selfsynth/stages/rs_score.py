@@ -12,15 +12,25 @@ there are no negatives.
 Which concepts are negatives is a setting (``sample.negatives``): ``class_rest`` is the poster's
 Z_c minus Z* (default), ``all_rest`` every concept of every class except Z*, ``all`` every concept
 of every class with Z* included, as the reference code did by mistake (kept for the ablation).
+
+An extension, off by default (``sample.outside_penalty`` = lambda > 0)::
+
+    score'(y) = score(y) - lambda * |cited(y) - Z*|
+
+where cited(y) are the concept phrases of ANY class that y cites (the dataset's citer, else
+``metrics.grounding.cite_phrases``). The embedding score rewards an answer for being near Z*
+as a whole, so an answer that adds a concept the image does not show loses little; the
+penalty makes each concept outside Z* cost the same, whichever class it belongs to.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from selfsynth.errors import ConfigError, DataError
+from selfsynth.text import normalize
 
 NEGATIVE_MODES = ("class_rest", "all_rest", "all")
 
@@ -72,3 +82,20 @@ def negatives(mode: str, label: str, selected: Sequence[str], bank: Mapping[str,
     if mode != "all":
         pool = [c for c in pool if c not in chosen]
     return list(dict.fromkeys(pool))
+
+
+def outside_counts(
+    candidates: Sequence[str],
+    selected: Sequence[str],
+    phrases: Sequence[str],
+    citer: Callable[[str, list[str]], list[str]],
+) -> list[int]:
+    """Per candidate: how many of the ``phrases`` (every class's concepts) it cites that are not in Z*."""
+    chosen = {normalize(z) for z in selected}
+    pool = list(phrases)
+    return [len({normalize(c) for c in citer(t, pool)} - chosen) for t in candidates]
+
+
+def penalized(scores: Sequence[float], outside: Sequence[int], penalty: float) -> list[float]:
+    """``score - penalty * outside`` per candidate (the module docstring's score')."""
+    return [float(s) - penalty * n for s, n in zip(scores, outside, strict=True)]

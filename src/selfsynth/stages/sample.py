@@ -10,7 +10,9 @@ candidate names the label, ``fallback=label`` stores ("what is this?", "This is 
 image's round-1 synthesized pair instead, where there is one: the images the model still gets
 wrong are the ones where a bare label teaches least, and the round-1 answer cites the expert
 concepts seen in that image (Z*). ``method=nofilter`` keeps the first sample of each question as
-is (the no-filtering ablation).
+is (the no-filtering ablation). ``outside_penalty`` > 0 (an extension) lowers each candidate's
+score per cited concept outside the image's Z* (``rs_score.penalized``); the rows then also
+record those counts (``outside``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from selfsynth.prompts import label_answer
 from selfsynth.records import QA, Example
 from selfsynth.runs import Stage, chunk_seed, stage_fp
 from selfsynth.stages.context import Context
-from selfsynth.stages.rs_score import negatives, rs_score, rs_scores
+from selfsynth.stages.rs_score import negatives, outside_counts, penalized, rs_score, rs_scores
 from selfsynth.text import label_in, names_label, repeated_phrase, without_repeats
 
 __all__ = ["rs_score", "rs_scores", "run_sample", "FALLBACK_QUESTION"]
@@ -50,8 +52,11 @@ def run_sample(
     """Rejection-sample round ``rnd``'s pairs; ``first_round`` (round 1's pairs) feeds ``fallback=synth``."""
     cfg = ctx.cfg.sample
     method = ctx.cfg.method
+    settings = asdict(cfg)
+    if not cfg.outside_penalty:  # only then: runs without the penalty keep the fingerprint they had before it
+        del settings["outside_penalty"]
     fp = stage_fp(
-        {**asdict(cfg), "method": method, "seed": ctx.cfg.seed, "tau": ctx.cfg.select.tau, "round": rnd},
+        {**settings, "method": method, "seed": ctx.cfg.seed, "tau": ctx.cfg.select.tau, "round": rnd},
         *inputs_fp,
     )
     stage = Stage(ctx.run_dir, f"round_{rnd}/sample", fp)
@@ -60,6 +65,9 @@ def run_sample(
         stage.begin()
     enc = ctx.encoder() if method != "nofilter" else None
     tau = ctx.cfg.select.tau
+    penalty = cfg.outside_penalty if method != "nofilter" else 0.0  # nofilter never reads the scores
+    citer = _citer(ctx) if penalty else None
+    phrases = list(dict.fromkeys(p for ps in bank.values() for p in ps))
 
     def work(c: int, chunk: Sequence[Example]) -> list[dict[str, Any]]:
         rng = random.Random(chunk_seed(ctx.cfg.seed, f"sample-{rnd}", c))
@@ -102,19 +110,21 @@ def run_sample(
                     else np.zeros((0, pos.shape[1]), np.float32)
                 )
                 scores = [float(s) for s in rs_scores(np.stack([vec[t] for t in cands]), pos, neg, tau)]
-            rows.append(
-                {
-                    "id": f"{e.id}#{i}",
-                    "image_id": e.id,
-                    "image": e.image,
-                    "label": e.label,
-                    "kind": kind,
-                    "question": q,
-                    "candidates": cands,
-                    "names_label": ok,
-                    "scores": scores,
-                }
-            )
+            row = {
+                "id": f"{e.id}#{i}",
+                "image_id": e.id,
+                "image": e.image,
+                "label": e.label,
+                "kind": kind,
+                "question": q,
+                "candidates": cands,
+                "names_label": ok,
+                "scores": scores,
+            }
+            if citer is not None:
+                row["outside"] = outside_counts(cands, selected[e.id], phrases, citer)
+                row["scores"] = penalized(scores, row["outside"], penalty)
+            rows.append(row)
         return rows
 
     rows = stage.chunks(
@@ -132,6 +142,14 @@ def run_sample(
             label_rate=round(float(np.mean([x for r in rows for x in r["names_label"]] or [0])), 4),
         )
     return accepted, fp
+
+
+def _citer(ctx: Context):
+    """The dataset's concept citer (the world parses its own wordings), else the word-overlap one."""
+    from selfsynth.data.registry import get_capabilities
+    from selfsynth.metrics.grounding import cite_phrases
+
+    return get_capabilities(ctx.cfg.data).citer or cite_phrases
 
 
 def accept(

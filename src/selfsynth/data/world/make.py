@@ -55,6 +55,7 @@ def _prepare(out: Path) -> None:
         if not (out / "world.json").is_file():
             raise ConfigError(f"{out} is not empty and holds no world.json; pick a new or empty folder")
         shutil.rmtree(out / "images", ignore_errors=True)
+        (out / "validation.jsonl").unlink(missing_ok=True)  # a redraw without one must not keep the old
         (out / "world.json").unlink()  # written last: its presence means "complete"
     out.mkdir(parents=True, exist_ok=True)
 
@@ -159,8 +160,13 @@ def draw_workers() -> int:
 
 def make_world(out: str | Path, *, species: int = 16, train_per_class: int = 40, test_per_class: int = 20,
                species_seed: int = 0, image_seed: int = 0, size: int = 128, progress: bool = False,
-               workers: int = 0) -> dict[str, Any]:  # fmt: skip
+               workers: int = 0, validation_per_class: int = 0) -> dict[str, Any]:  # fmt: skip
     """Write a world into ``out`` and return its ``world.json`` content.
+
+    ``validation_per_class`` > 0 also draws a validation split (``validation.jsonl``) of the same
+    species, for choosing settings without looking at test. Every image has its own seed from
+    its split and index, so train and test are the same with or without it; its captions and VQA
+    items come after train's and test's in their files.
 
     ``workers`` > 1 draws in that many processes, because drawing is pure Python and so bound
     to one core per process; the files are the same whatever the count. The processes are
@@ -172,7 +178,12 @@ def make_world(out: str | Path, *, species: int = 16, train_per_class: int = 40,
     _prepare(out)
     sp = make_species(species, species_seed, forbidden_words=set(lexicon()))
     table = {s.label: s.attributes for s in sp}
-    total = species * (train_per_class + test_per_class)
+    if validation_per_class < 0:
+        raise ValueError("validation_per_class must be >= 0")
+    per_split = {"train": train_per_class, "test": test_per_class}
+    if validation_per_class:
+        per_split["validation"] = validation_per_class
+    total = species * sum(per_split.values())
     rows: dict[str, list[dict[str, Any]]] = {}
     feats: dict[str, list[Any]] = {}
     all_caps: list[dict[str, Any]] = []
@@ -180,7 +191,7 @@ def make_world(out: str | Path, *, species: int = 16, train_per_class: int = 40,
     pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) if workers > 1 else None
     try:
         with tqdm(total=total, desc="drawing the world", unit="img", disable=not progress) as bar:
-            for split, per in (("train", train_per_class), ("test", test_per_class)):
+            for split, per in per_split.items():
                 r, c, q, f = _draw_split(out, split, per, sp, (species_seed, image_seed), size, bar, pool)
                 rows[split], feats[split] = r, f
                 all_caps += c
@@ -190,6 +201,8 @@ def make_world(out: str | Path, *, species: int = 16, train_per_class: int = 40,
             pool.shutdown(cancel_futures=True)
     write_jsonl(out / "train.jsonl", rows["train"])
     write_jsonl(out / "test.jsonl", rows["test"])
+    if validation_per_class:
+        write_jsonl(out / "validation.jsonl", rows["validation"])
     write_jsonl(out / "captions.jsonl", all_caps)
     write_jsonl(out / "vqa.jsonl", all_qas)
     write_json(out / "concepts.json", {s.label: s.concepts for s in sp})
@@ -201,9 +214,11 @@ def make_world(out: str | Path, *, species: int = 16, train_per_class: int = 40,
         "species_count": species,
         "train_per_class": train_per_class,
         "test_per_class": test_per_class,
+        "validation_per_class": validation_per_class,
         "counts": {
             "train": len(rows["train"]),
             "test": len(rows["test"]),
+            "validation": len(rows.get("validation", [])),
             "captions": len(all_caps) * N_CAPTIONS,
             "vqa": len(all_qas),
         },  # fmt: skip

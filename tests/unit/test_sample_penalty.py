@@ -1,0 +1,111 @@
+"""``sample.outside_penalty``: candidates lose score per cited concept outside the image's Z*."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from selfsynth.config import RunConfig, validate
+from selfsynth.errors import ConfigError
+from selfsynth.metrics.grounding import cite_phrases
+from selfsynth.models import backend
+from selfsynth.models.backend import register_engine
+from selfsynth.records import Example
+from selfsynth.runs import stage_fp
+from selfsynth.stages.context import Context
+from selfsynth.stages.rs_score import outside_counts, penalized
+from selfsynth.stages.sample import run_sample
+
+BANK = {
+    "Tern": ["black cap", "orange beak", "forked tail"],
+    "Arctic Tern": ["blood red beak", "grey wings"],
+}
+PHRASES = [p for ps in BANK.values() for p in ps]
+Z_STAR = ["black cap", "forked tail"]
+GROUNDED = "This is a Tern. It has a black cap and a forked tail."
+# cites Z* too, plus a concept of its own class outside Z* and one of another class
+HALLUCINATED = "This is a Tern. It has a black cap, an orange beak and grey wings."
+
+
+def test_outside_counts_and_penalized_scores():
+    assert outside_counts([GROUNDED, HALLUCINATED, "This is a Tern."], Z_STAR, PHRASES, cite_phrases) == [
+        0,
+        2,
+        0,
+    ]
+    assert penalized([1.5, 3.0, 0.0], [0, 2, 0], 1.0) == [1.5, 1.0, 0.0]
+    assert penalized([1.5, 3.0], [0, 2], 0.0) == [1.5, 3.0]
+    # matched like the grounding metrics: case and punctuation do not make a concept "outside"
+    assert outside_counts([GROUNDED], ["Black cap", "forked-tail"], PHRASES, cite_phrases) == [0]
+
+
+class Scripted:
+    """Every question gets the same two candidates: the grounded one first."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def generate(self, images, prompts, *, n=1, **kwargs):
+        return [[GROUNDED, HALLUCINATED][:n] for _ in prompts]
+
+
+class Encoder:
+    """Puts the hallucinated answer nearer Z* than the grounded one, so the plain score prefers it."""
+
+    VECS = {
+        "black cap": [1, 0, 0, 0],
+        "forked tail": [0, 1, 0, 0],
+        "orange beak": [0, 0, 1, 0],
+        GROUNDED: [1, 0, 1, 0],
+        HALLUCINATED: [1, 1, 0, 0],
+    }
+
+    def encode(self, texts, progress=False):
+        vecs = np.array([self.VECS.get(t, [0, 0, 0, 1]) for t in texts], dtype=np.float32)
+        return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+
+
+def _sample(tmp_path, monkeypatch, penalty: float):
+    monkeypatch.setattr(backend, "_ENGINES", dict(backend._ENGINES))
+    register_engine("scripted", lambda path, cfg, cache_dir: Scripted(path))
+    cfg = RunConfig()
+    cfg.data.kind, cfg.model.engine, cfg.select.tau = "birds", "scripted", 1.0
+    cfg.sample.questions, cfg.sample.samples, cfg.sample.outside_penalty = 1, 2, penalty
+    run_dir = tmp_path / f"run-{penalty}"
+    train = [Example("img1", "/img1.png", "Tern", "train")]
+    ctx = Context(cfg=cfg, run_dir=run_dir, train=train, test=[], labels=list(BANK), progress=False)
+    ctx._encoder = Encoder()
+    accepted, fp = run_sample(ctx, 2, "model", {"img1": Z_STAR}, BANK, "inputs")
+    (row,) = [
+        json.loads(x) for x in (run_dir / "round_2" / "sample" / "part-00000.jsonl").read_text().splitlines()
+    ]
+    return cfg, accepted, fp, row
+
+
+def test_the_penalty_turns_the_choice_to_the_grounded_candidate(tmp_path, monkeypatch):
+    _, (plain,), _, raw = _sample(tmp_path, monkeypatch, 0.0)
+    assert raw["scores"][1] > raw["scores"][0] and plain.answer == HALLUCINATED  # the paper's score
+    assert "outside" not in raw
+    _, (kept,), _, row = _sample(tmp_path, monkeypatch, 1.0)
+    assert row["outside"] == [0, 2]
+    assert row["scores"] == pytest.approx([raw["scores"][0], raw["scores"][1] - 2.0])
+    assert kept.answer == GROUNDED and kept.meta["score"] == pytest.approx(raw["scores"][0])
+
+
+def test_no_penalty_keeps_the_fingerprint_it_had_before_the_setting(tmp_path, monkeypatch):
+    cfg, _, fp, _ = _sample(tmp_path, monkeypatch, 0.0)
+    before = {k: v for k, v in asdict(cfg.sample).items() if k != "outside_penalty"}
+    settings = {**before, "method": "ours", "seed": cfg.seed, "tau": cfg.select.tau, "round": 2}
+    assert fp == stage_fp(settings, "inputs")
+    assert _sample(tmp_path, monkeypatch, 0.5)[2] != fp
+
+
+def test_a_negative_penalty_is_refused():
+    cfg = RunConfig()
+    cfg.sample.outside_penalty = -1.0
+    with pytest.raises(ConfigError, match="outside_penalty"):
+        validate(cfg, require=())
