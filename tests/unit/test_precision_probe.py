@@ -76,3 +76,11 @@ def test_the_real_measurement_returns_times_and_a_consistent_choice():
     assert result["choice"] == ("bf16" if speedup >= precision_probe.MIN_SPEEDUP else "fp32")
     with pytest.raises(ValueError, match="workload"):
         precision_probe.measure("decode")
+
+
+def test_measuring_leaves_the_random_state_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(4)
+    torch.manual_seed(123)
+    precision_probe.measure("encode")
+    assert torch.equal(torch.rand(4), expected)
