@@ -97,11 +97,14 @@ def main(argv: list[str] | None = None) -> int:
             )
         for method in args.methods:
             run_dir = out / f"seed_{seed}" / f"{method}_{args.split}"
-            cmd = [
-                sys.executable, "-m", "selfsynth", "run", args.config, "--run-dir", str(run_dir), "--no-progress",
-                f"data.root={world}", f"model.path={base}", f"method={method}",
-                f"evaluate.split={args.split}", *args.overrides,
-            ]  # fmt: skip
+            overrides = [
+                f"data.root={world}",
+                f"model.path={base}",
+                f"method={method}",
+                f"evaluate.split={args.split}",
+            ]
+            cmd = [sys.executable, "-m", "selfsynth", "run", args.config, *overrides, *args.overrides]
+            cmd += ["--run-dir", str(run_dir), "--no-progress"]
             if (run_dir / "config.yaml").is_file():
                 cmd.append("--resume")
             log.info("seed %d, %s: %s", seed, method, run_dir)
