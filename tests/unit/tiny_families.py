@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tiny_models import BUILDERS, QWEN_TEMPLATE, make_tokenizer, save_model, text_config
+from tiny_models import (
+    BUILDERS,
+    make_tokenizer,
+    qwen_tokenizer_and_text,
+    save_model,
+    save_qwen_family,
+    text_config,
+)
 
 from selfsynth.models.processors import build_without_video
 
@@ -33,17 +40,9 @@ CHATML_TEMPLATE = (
 
 def build_qwen25vl(out: str | Path, seed: int = 0) -> Path:
     """Tiny Qwen2.5-VL: 2-block windowed ViT (4 px patches, 2x2 merge, one full-attention block) + Qwen2."""
-    from transformers import (
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2_5_VLProcessor,
-        Qwen2VLImageProcessorPil,
-    )
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
 
-    tok = make_tokenizer(eos="<|im_end|>")
-    ids = tok.convert_tokens_to_ids
-    text = text_config(len(tok), tok)
-    text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 2, 2]}
+    tok, text = qwen_tokenizer_and_text()
     vision = dict(
         depth=2,
         hidden_size=32,
@@ -56,22 +55,16 @@ def build_qwen25vl(out: str | Path, seed: int = 0) -> Path:
         window_size=16,  # 2 x 2 merged patches per window: a 32 px image has 4 windows
         fullatt_block_indexes=[1],
     )
-    cfg = Qwen2_5_VLConfig(
-        text_config=text,
-        vision_config=vision,
-        image_token_id=ids("<|image_pad|>"),
-        video_token_id=ids("<|video_pad|>"),
-        vision_start_token_id=ids("<|vision_start|>"),
-        vision_end_token_id=ids("<|vision_end|>"),
+    return save_qwen_family(
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        tok,
+        text,
+        vision,
+        out,
+        seed,
     )
-    image_proc = Qwen2VLImageProcessorPil(
-        patch_size=4,
-        merge_size=2,
-        temporal_patch_size=2,
-        size={"shortest_edge": 16 * 16, "longest_edge": 32 * 32},
-    )
-    proc = build_without_video(Qwen2_5_VLProcessor, image_proc, tok, chat_template=QWEN_TEMPLATE)
-    return save_model(Qwen2_5_VLForConditionalGeneration, cfg, proc, out, seed)
 
 
 def build_gemma3(out: str | Path, seed: int = 0) -> Path:

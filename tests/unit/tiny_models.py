@@ -187,31 +187,22 @@ def build_llava(
     return save_model(LlavaForConditionalGeneration, cfg, proc, out, seed)
 
 
-def build_qwen2vl(out: str | Path, seed: int = 0) -> Path:
-    """Tiny Qwen2-VL: 2-block ViT (4 px patches, 2x2 merge: a 32 px image gives 16 tokens) + 2-layer Qwen2."""
-    from transformers import (
-        Qwen2VLConfig,
-        Qwen2VLForConditionalGeneration,
-        Qwen2VLImageProcessorPil,
-        Qwen2VLProcessor,
-    )
-
+def qwen_tokenizer_and_text():
+    """The tokenizer and text config every tiny Qwen-VL shares (ChatML, M-RoPE over 4 + 2 + 2 dims)."""
     tok = make_tokenizer(eos="<|im_end|>")
-    ids = tok.convert_tokens_to_ids
     text = text_config(len(tok), tok)
     text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 2, 2]}
-    vision = dict(
-        depth=2,
-        embed_dim=32,
-        hidden_size=32,
-        num_heads=2,
-        mlp_ratio=2,
-        patch_size=4,
-        spatial_merge_size=2,
-        temporal_patch_size=2,
-        in_channels=3,
-    )
-    cfg = Qwen2VLConfig(
+    return tok, text
+
+
+def save_qwen_family(
+    config_cls, model_cls, processor_cls, tok, text: dict, vision: dict, out, seed: int
+) -> Path:
+    """Config, 32 px image processor (4 px patches, 2x2 merge) and processor of a Qwen-VL family, saved."""
+    from transformers import Qwen2VLImageProcessorPil
+
+    ids = tok.convert_tokens_to_ids
+    cfg = config_cls(
         text_config=text,
         vision_config=vision,
         image_token_id=ids("<|image_pad|>"),
@@ -226,8 +217,29 @@ def build_qwen2vl(out: str | Path, seed: int = 0) -> Path:
         size={"shortest_edge": 16 * 16, "longest_edge": 32 * 32},
     )
     # No torchvision here, so no video processor: the same fallback the backend uses when loading.
-    proc = build_without_video(Qwen2VLProcessor, image_proc, tok, chat_template=QWEN_TEMPLATE)
-    return save_model(Qwen2VLForConditionalGeneration, cfg, proc, out, seed)
+    proc = build_without_video(processor_cls, image_proc, tok, chat_template=QWEN_TEMPLATE)
+    return save_model(model_cls, cfg, proc, out, seed)
+
+
+def build_qwen2vl(out: str | Path, seed: int = 0) -> Path:
+    """Tiny Qwen2-VL: 2-block ViT (4 px patches, 2x2 merge: a 32 px image gives 16 tokens) + 2-layer Qwen2."""
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+
+    tok, text = qwen_tokenizer_and_text()
+    vision = dict(
+        depth=2,
+        embed_dim=32,
+        hidden_size=32,
+        num_heads=2,
+        mlp_ratio=2,
+        patch_size=4,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        in_channels=3,
+    )
+    return save_qwen_family(
+        Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor, tok, text, vision, out, seed
+    )
 
 
 def build_idefics3(out: str | Path, seed: int = 0) -> Path:

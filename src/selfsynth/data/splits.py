@@ -32,6 +32,21 @@ def check_split(split: str) -> str:
     return split
 
 
+def _shuffled_classes(
+    items: Sequence[T], label: Callable[[T], str], key: Callable[[T], str], seed_prefix: str
+) -> dict[str, list[T]]:
+    """Each class's items in a seeded order (sorted by key first, so input order does not matter)."""
+    by_class: dict[str, list[T]] = defaultdict(list)
+    for it in items:
+        by_class[label(it)].append(it)
+    out: dict[str, list[T]] = {}
+    for name in sorted(by_class):
+        group = sorted(by_class[name], key=key)
+        random.Random(f"{seed_prefix}{name}").shuffle(group)
+        out[name] = group
+    return out
+
+
 def carve_validation(
     items: Sequence[T], per_class: int, *, label: Callable[[T], str], key: Callable[[T], str], seed: int
 ) -> tuple[list[T], list[T]]:
@@ -40,13 +55,8 @@ def carve_validation(
     A class keeps at least one training item, so a class with ``per_class`` items or fewer
     gives all but one.
     """
-    by_class: dict[str, list[T]] = defaultdict(list)
-    for it in items:
-        by_class[label(it)].append(it)
     held: set[str] = set()
-    for name in sorted(by_class):
-        group = sorted(by_class[name], key=key)
-        random.Random(f"{seed}/validation/{name}").shuffle(group)
+    for group in _shuffled_classes(items, label, key, f"{seed}/validation/").values():
         held.update(key(it) for it in group[: min(per_class, len(group) - 1)])
     return [it for it in items if key(it) not in held], [it for it in items if key(it) in held]
 
@@ -63,13 +73,8 @@ def stratified_split(
 ) -> dict[str, list[T]]:
     """Seeded split per class; each class keeps ``fraction`` of its items for test."""
     _check_fraction(fraction)
-    by_class: dict[str, list[T]] = defaultdict(list)
-    for it in items:
-        by_class[label(it)].append(it)
     test_keys: set[str] = set()
-    for name in sorted(by_class):
-        group = sorted(by_class[name], key=key)
-        random.Random(f"{seed}/{name}").shuffle(group)
+    for group in _shuffled_classes(items, label, key, f"{seed}/").values():
         test_keys.update(key(it) for it in group[: _test_count(len(group), fraction)])
     return {
         "train": [it for it in items if key(it) not in test_keys],
