@@ -287,3 +287,20 @@ def test_grounded_rate_in_the_tables_and_backfilled_for_older_runs(tmp_path):
     data["config"]["data"]["format"] = "a_plugin_not_loaded_here"  # no visibility: nothing to recompute
     (run / "results.json").write_text(json.dumps(data))
     assert all("grounded_rate" not in m for m in load_run(run).rounds)
+
+
+def test_the_rl_round_is_a_row_of_the_per_round_table(tmp_path):
+    run = make_run(tmp_path)
+    results = json.loads((run / "results.json").read_text(encoding="utf-8"))
+    rl = {**results["rounds"][-1], "acc_substring": 0.987, "training": {"steps": 3, "reward_last": 0.5}}
+    del rl["round"]
+    results["rl"] = rl
+    (run / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    assert load_run(run).rl["acc_substring"] == 0.987 and "training" not in load_run(run).rl
+    write_report(run)
+    md = (run / "results.md").read_text(encoding="utf-8")
+    rows = [line for line in md.splitlines() if line.startswith("| RL |")]
+    assert len(rows) == 1 and "98.7" in rows[0]
+    plain = make_run(tmp_path / "plain")
+    write_report(plain)
+    assert "| RL |" not in (plain / "results.md").read_text(encoding="utf-8")

@@ -41,6 +41,7 @@ class RunData:
     general: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)  # records data.skip_bad left out
     zstar_grounding: dict[str, Any] | None = None  # Z* against the visible concepts (metrics.stage_grounding)
+    rl: dict[str, Any] | None = None  # the optional RL round's metrics (rl.enabled), after the last round
 
     @property
     def method_name(self) -> str:
@@ -123,6 +124,9 @@ def load_run(run_dir: str | Path) -> RunData:
         general=general,
         skipped=list(results.get("data_skipped") or []),
         zstar_grounding=results.get("zstar_grounding") or None,
+        rl={k: v for k, v in results["rl"].items() if k != "training"}
+        if isinstance(results.get("rl"), dict)
+        else None,
     )
     _fill_grounded_rate(run)
     return run

@@ -151,8 +151,8 @@ def _acc_pair(m: dict[str, Any] | None) -> str:
 
 def per_round(run: RunData) -> Table:
     rows = []
-    for m in ([run.base] if run.base else []) + run.rounds:
-        name = f"R{m['round']}" if "round" in m else "Base"
+    for m in ([run.base] if run.base else []) + run.rounds + ([run.rl] if run.rl else []):
+        name = "RL" if m is run.rl else f"R{m['round']}" if "round" in m else "Base"
         pairs = m.get("train_pairs")
         rows.append([name, *_cells(m), str(pairs) if pairs is not None else DASH])
     return Table(
