@@ -14,23 +14,16 @@ its seconds and the ratio per phase. Name the CPU next to any figure you quote.
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import resource
+import subprocess
 import sys
-
-# bench/select.py shadows the stdlib ``select`` module (which subprocess imports): drop this folder first.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import resource  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections import defaultdict  # noqa: E402
-from pathlib import Path  # noqa: E402
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
 
 STAGES = ("concepts", "describe", "select", "synthesize", "finetune", "sample", "evaluate")
 

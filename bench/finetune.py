@@ -24,9 +24,7 @@ from __future__ import annotations
 import os
 import sys
 
-# bench/select.py shadows the stdlib ``select`` module: drop this folder from the import path first.
 _HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 sys.path.insert(0, os.path.join(os.path.dirname(_HERE), "tests", "unit"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -13,23 +13,18 @@ and the per-process overhead are the point there.
 
 from __future__ import annotations
 
+import argparse
+import hashlib
+import importlib.util
+import json
+import logging
 import os
+import socket
+import subprocess
 import sys
-
-# bench/select.py shares its name with the stdlib module that socket imports: drop this folder first.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
-
-import argparse  # noqa: E402
-import hashlib  # noqa: E402
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import tempfile
+import time
+from pathlib import Path
 
 log = logging.getLogger("bench.scale")
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "world.yaml"

@@ -12,21 +12,14 @@ cached). Runs resume: rerun the same command after a stop. The table goes to std
 
 from __future__ import annotations
 
-import os
+import argparse
+import json
+import logging
+import statistics
+import subprocess
 import sys
-
-# bench/select.py shadows the stdlib ``select`` module (which subprocess imports): drop this folder first.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("seeds")
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,10 +15,7 @@ from __future__ import annotations
 import os
 import sys
 
-# bench/select.py shares its name with the stdlib module ``select`` (which socket imports); drop
-# this script's folder from the import path before anything imports socket.
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
 
 import argparse  # noqa: E402
 import base64  # noqa: E402

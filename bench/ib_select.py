@@ -5,25 +5,17 @@ e^{z.n/tau} over them. ``ib_scores`` sums once per concept over all descriptions
 each image's own terms. Both are run on the same synthetic CUB-shaped data; the script prints
 both times, the speed-up and the largest relative difference.
 
-    .venv/bin/python bench/select.py --images 500
+    .venv/bin/python bench/ib_select.py --images 500
 """
 
 from __future__ import annotations
 
-import os
-import sys
+import argparse
+import time
 
-# This file shares its name with the stdlib module ``select`` (which socket imports); drop the
-# script's own folder from the import path before anything imports socket.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+import numpy as np
 
-import argparse  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from selfsynth.stages.ib_score import ib_scores  # noqa: E402
+from selfsynth.stages.ib_score import ib_scores
 
 
 def unit(x: np.ndarray) -> np.ndarray:
