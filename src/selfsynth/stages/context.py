@@ -62,6 +62,13 @@ class Context:
             self._vlm_path = ""
             free_memory()
 
+    def citer(self):
+        """The dataset's concept citer (the world parses its own wordings), else the word-overlap one."""
+        from selfsynth.data.registry import get_capabilities
+        from selfsynth.metrics.grounding import cite_phrases
+
+        return get_capabilities(self.cfg.data).citer or cite_phrases
+
     def encoder(self):
         if self._encoder is None:
             from selfsynth.models.embed import TextEncoder

@@ -24,9 +24,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from selfsynth.data.registry import get_capabilities
 from selfsynth.io import fingerprint, fsync_tree
-from selfsynth.metrics.grounding import cite_phrases
 from selfsynth.models.backend import free_memory, load_hf
 from selfsynth.records import Example
 from selfsynth.runs import Stage, stage_fp
@@ -70,7 +68,7 @@ def run_rl(
     if stage.done() and merged.is_dir():
         return str(merged), fp, _summary(stage.manifest() or {})
     stage.begin()
-    citer = get_capabilities(ctx.cfg.data).citer or cite_phrases
+    citer = ctx.citer()
     phrases = list(dict.fromkeys(p for ps in bank.values() for p in ps))
 
     def score(e: Example, answer: str) -> Reward:

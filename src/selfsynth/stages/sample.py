@@ -66,7 +66,7 @@ def run_sample(
     enc = ctx.encoder() if method != "nofilter" else None
     tau = ctx.cfg.select.tau
     penalty = cfg.outside_penalty if method != "nofilter" else 0.0  # nofilter never reads the scores
-    citer = _citer(ctx) if penalty else None
+    citer = ctx.citer() if penalty else None
     phrases = list(dict.fromkeys(p for ps in bank.values() for p in ps))
 
     def work(c: int, chunk: Sequence[Example]) -> list[dict[str, Any]]:
@@ -142,14 +142,6 @@ def run_sample(
             label_rate=round(float(np.mean([x for r in rows for x in r["names_label"]] or [0])), 4),
         )
     return accepted, fp
-
-
-def _citer(ctx: Context):
-    """The dataset's concept citer (the world parses its own wordings), else the word-overlap one."""
-    from selfsynth.data.registry import get_capabilities
-    from selfsynth.metrics.grounding import cite_phrases
-
-    return get_capabilities(ctx.cfg.data).citer or cite_phrases
 
 
 def accept(
