@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from selfsynth.text import names_label, normalize
+from selfsynth.stages.rs_score import split_by_zstar
+from selfsynth.text import names_label
 
 Citer = Callable[[str, list[str]], list[str]]
 ADV_EPS = 1e-4  # keeps a group of near-equal rewards from blowing its advantages up
@@ -53,10 +54,7 @@ def reward(
     """
     correct = names_label(answer, label, labels)
     pool = list(dict.fromkeys([*phrases, *selected]))
-    cited = citer(answer, pool)
-    inside = {normalize(z) for z in selected}
-    grounded = tuple(c for c in cited if normalize(c) in inside)
-    outside = tuple(c for c in cited if normalize(c) not in inside)
+    grounded, outside = (tuple(part) for part in split_by_zstar(citer(answer, pool), selected))
     earned = len(grounded) if cite_cap <= 0 else min(len(grounded), cite_cap)
     value = float(correct) + cite_bonus * earned - outside_penalty * len(outside)
     return Reward(value, correct, grounded, outside)

@@ -84,6 +84,13 @@ def negatives(mode: str, label: str, selected: Sequence[str], bank: Mapping[str,
     return list(dict.fromkeys(pool))
 
 
+def split_by_zstar(cited: Sequence[str], selected: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``(in Z*, outside Z*)`` of the cited concepts, compared after ``text.normalize``."""
+    chosen = {normalize(z) for z in selected}
+    inside = [c for c in cited if normalize(c) in chosen]
+    return inside, [c for c in cited if normalize(c) not in chosen]
+
+
 def outside_counts(
     candidates: Sequence[str],
     selected: Sequence[str],
@@ -91,9 +98,8 @@ def outside_counts(
     citer: Callable[[str, list[str]], list[str]],
 ) -> list[int]:
     """Per candidate: how many of the ``phrases`` (every class's concepts) it cites that are not in Z*."""
-    chosen = {normalize(z) for z in selected}
     pool = list(phrases)
-    return [len({normalize(c) for c in citer(t, pool)} - chosen) for t in candidates]
+    return [len({normalize(c) for c in split_by_zstar(citer(t, pool), selected)[1]}) for t in candidates]
 
 
 def penalized(scores: Sequence[float], outside: Sequence[int], penalty: float) -> list[float]:
