@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 from tiny_families import FAMILY_BUILDERS
-from tiny_models import make_images, tiny_model
+from tiny_models import make_images, tiny_finetune_config, tiny_model
 
 from selfsynth.config import FinetuneConfig, ModelConfig
 from selfsynth.models.backend import Backend, load_backend
@@ -53,20 +53,7 @@ def _load(kind, root, **model):
 
 
 def _cfg(**kw) -> FinetuneConfig:
-    base = dict(
-        lora_r=4,
-        lora_alpha=8,
-        lora_dropout=0.0,
-        lr=1e-2,
-        epochs=1.0,
-        batch_size=6,
-        micro_batch_size=6,
-        augment=False,
-        warmup_ratio=0.0,
-        max_length=256,
-        cpu_precision="fp32",  # exact comparisons below
-    )
-    return FinetuneConfig(**{**base, **kw})
+    return tiny_finetune_config(**{"micro_batch_size": 6, **kw})  # fp32: exact comparisons below
 
 
 def _loss(vlm, exs):

@@ -182,26 +182,14 @@ def test_training_resumed_from_a_checkpoint_sends_the_earlier_steps_first(tmp_pa
 
 def test_the_real_training_loop_reports_every_step(tmp_path):
     pytest.importorskip("tensorboard")
-    from tiny_models import make_images, tiny_model
+    from tiny_models import make_images, tiny_finetune_config, tiny_model
 
-    from selfsynth.config import FinetuneConfig
     from selfsynth.models.vlm import VLM
     from selfsynth.records import QA
 
     images = make_images(tmp_path / "images", 2)
     examples = [QA(str(i), str(images[i % 2]), "what bird is this ?", "a red finch", "x") for i in range(4)]
-    cfg = FinetuneConfig(
-        lora_r=4,
-        lora_alpha=8,
-        lr=1e-2,
-        epochs=1.0,
-        batch_size=2,
-        micro_batch_size=2,
-        augment=False,
-        warmup_ratio=0.5,
-        max_length=256,
-        cpu_precision="fp32",
-    )
+    cfg = tiny_finetune_config(lora_dropout=0.05, batch_size=2, micro_batch_size=2, warmup_ratio=0.5)
     run_dir = tmp_path / "run"
     stage = Stage(run_dir, "round_1/finetune", "fp").begin()
     tracker = open_run_tracker(_cfg(run_dir, "tensorboard"), run_dir)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_models import make_images, tiny_model
+from tiny_models import make_images, tiny_finetune_config, tiny_model
 
 from selfsynth.config import FinetuneConfig
 from selfsynth.errors import ConfigError
@@ -29,20 +29,7 @@ ANSWERS = ["a red finch", "a blue robin with white wing bars", "a brown sparrow"
 
 
 def cfg(**kw) -> FinetuneConfig:
-    base = dict(
-        lora_r=4,
-        lora_alpha=8,
-        lora_dropout=0.0,
-        lr=1e-2,
-        epochs=1.0,
-        batch_size=6,
-        micro_batch_size=3,
-        augment=False,
-        warmup_ratio=0.0,
-        max_length=256,
-        cpu_precision="fp32",  # exact comparisons below; bf16 autocast has its own test
-    )
-    return FinetuneConfig(**{**base, **kw})
+    return tiny_finetune_config(**kw)  # fp32: exact comparisons below; bf16 autocast has its own test
 
 
 @pytest.fixture(scope="module")

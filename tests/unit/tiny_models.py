@@ -316,3 +316,23 @@ def tiny_model(kind: str, root: str | Path) -> Path:
     if kind not in _BUILT:
         _BUILT[kind] = BUILDERS[kind](Path(root) / kind)
     return _BUILT[kind]
+
+
+def tiny_finetune_config(**overrides):
+    """LoRA settings for the tiny models: one epoch of r-4 LoRA, fp32 so results compare exactly."""
+    from selfsynth.config import FinetuneConfig
+
+    base = dict(
+        lora_r=4,
+        lora_alpha=8,
+        lora_dropout=0.0,
+        lr=1e-2,
+        epochs=1.0,
+        batch_size=6,
+        micro_batch_size=3,
+        augment=False,
+        warmup_ratio=0.0,
+        max_length=256,
+        cpu_precision="fp32",
+    )
+    return FinetuneConfig(**{**base, **overrides})
