@@ -58,6 +58,9 @@ class ModelConfig:
     dtype: str = "auto"  # auto = bf16 on CUDA, fp32 on CPU
     device: str = "auto"
     feature_cache: bool = True  # encode each image once per run with the frozen vision tower
+    # On CPU with an fp32 model: "auto" encodes images (feature-cache misses) under bf16 autocast
+    # where a short measurement on this machine finds the tower faster so; "fp32" / "bf16" force it
+    encode_precision: str = "auto"
     # auto = eager attention on CPU (faster LoRA steps on small models), library default on GPU
     attention: str = "auto"
     # engine=vllm only (selfsynth.models.vllm_engine): vllm.LLM settings and round adapters as LoRA requests
@@ -138,7 +141,7 @@ class SynthesizeConfig:
 
 
 LORA_FORWARDS = ("auto", "factored", "dense")  # finetune.lora_forward (models.lora_dense)
-CPU_PRECISIONS = ("auto", "fp32", "bf16")  # finetune.cpu_precision and the base build's
+CPU_PRECISIONS = ("auto", "fp32", "bf16")  # finetune.cpu_precision, model.encode_precision, the base build's
 ATTENTIONS = ("auto", "eager", "sdpa", "flash_attention_2", "flex_attention")  # model.attention
 
 
@@ -269,6 +272,7 @@ _CHOICES: dict[str, tuple[str, ...] | typing.Callable[[], tuple[str, ...]]] = {
     "evaluate.split": ("test", "validation"),
     "finetune.lora_forward": LORA_FORWARDS,
     "model.attention": ATTENTIONS,
+    "model.encode_precision": CPU_PRECISIONS,
     "sample.fallback": _owned("selfsynth.stages.sample", "FALLBACKS"),
     "synthesize.fallback": _owned("selfsynth.stages.synthesize", "FALLBACKS"),
     "tracking.report_to": _owned("selfsynth.tracking", "BACKENDS"),  # a list: each item is checked

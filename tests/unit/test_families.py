@@ -48,8 +48,9 @@ def examples(images):
 
 
 def _load(kind, root, **model):
-    """The backend as a stage gets it (the frozen-tower feature cache on, in memory)."""
-    return load_backend(tiny_model(kind, root), ModelConfig(**model))
+    """The backend as a stage gets it (the frozen-tower feature cache on, in memory), encoding in fp32
+    so that cached and uncached features compare exactly."""
+    return load_backend(tiny_model(kind, root), ModelConfig(**{"encode_precision": "fp32", **model}))
 
 
 def _cfg(**kw) -> FinetuneConfig:

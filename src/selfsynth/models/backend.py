@@ -84,6 +84,7 @@ def load_hf(path: str | Path, cfg: ModelConfig, cache_dir: Path | None) -> VLM:
         feature_cache=cfg.feature_cache,
         feature_cache_dir=cache_dir if cfg.feature_cache else None,
         attention=cfg.attention,
+        encode_precision=cfg.encode_precision,
     )
 
 

@@ -288,9 +288,10 @@ class CachedTower:
         tower_id: str,
         kind: str,
         merger: Callable[[], nn.Module] | None = None,
+        bf16: bool = False,
     ) -> None:
         self.module, self.cache, self.tower_id, self.kind = module, cache, tower_id, kind
-        self.merger = merger
+        self.merger, self.bf16 = merger, bf16
         self.original = module.forward
         self.signature = inspect.signature(self.original)
         self.disabled = False
@@ -347,8 +348,10 @@ class CachedTower:
             miss = list(todo.values())
             sub = {k: v[miss] for k, v in row_args.items()}
             sub_pixels = torch.cat([chunks[i] for i in miss]) if self.kind == "grid" else pixels[miss]
-            with torch.no_grad():
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
                 out = self.original(**{first: sub_pixels}, **sub, **static)
+            if self.bf16:  # the model downstream is fp32
+                out = _as_float32(out)
             if self.kind == "grid":  # only the pre-merger states are frozen; pooler_output is merged
                 out = {"last_hidden_state": out.last_hidden_state}
             else:
@@ -398,6 +401,14 @@ class CachedTower:
         return keys
 
 
+def _as_float32(out: Any) -> Any:
+    """``out`` (a model output or dict) with every half-precision tensor in it cast to fp32."""
+    for k, v in list(out.items()):
+        if torch.is_tensor(v) and v.is_floating_point() and v.dtype != torch.float32:
+            out[k] = v.float()
+    return out
+
+
 def _default_output_class() -> type:
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
@@ -413,9 +424,12 @@ def find_tower(model: nn.Module) -> tuple[str, nn.Module] | None:
 
 
 def install_feature_cache(
-    model: nn.Module, cache: FeatureCache, extra: dict[str, Any] | None = None
+    model: nn.Module, cache: FeatureCache, extra: dict[str, Any] | None = None, bf16: bool = False
 ) -> CachedTower | None:
-    """Wrap ``model``'s vision tower with ``cache``; None (and a log line) when the tower is unknown."""
+    """Wrap ``model``'s vision tower with ``cache``; None (and a log line) when the tower is unknown.
+
+    ``bf16`` encodes misses under CPU bf16 autocast (``extra`` should say so, for the tower id).
+    """
     found = find_tower(model)
     if found is None:
         log.info("feature cache: no vision tower found in %s; running uncached", type(model).__name__)
@@ -424,12 +438,17 @@ def install_feature_cache(
     model_type = getattr(getattr(model, "config", None), "model_type", "")
     if model_type == "qwen2_vl" and hasattr(tower, "merger"):
         cached = CachedTower(
-            tower, cache, tower_fingerprint(tower, extra, skip="merger."), "grid", merger=lambda: tower.merger
+            tower,
+            cache,
+            tower_fingerprint(tower, extra, skip="merger."),
+            "grid",
+            merger=lambda: tower.merger,
+            bf16=bf16,
         )
     elif model_type in ("qwen2_5_vl", "qwen3_vl"):
         log.info("feature cache: %s towers reorder windows around the merger; running uncached", model_type)
         return None
     else:
-        cached = CachedTower(tower, cache, tower_fingerprint(tower, extra), "batch")
+        cached = CachedTower(tower, cache, tower_fingerprint(tower, extra), "batch", bf16=bf16)
     log.info("feature cache on %s (%s), tower id %s", name, type(tower).__name__, cached.tower_id[:12])
     return cached

@@ -34,6 +34,7 @@ from tqdm import tqdm
 from selfsynth.errors import ConfigError, DataError
 from selfsynth.io import atomic_write_text, fsync_tree, write_json
 from selfsynth.models.augment import augment
+from selfsynth.models.batching import RowCache
 from selfsynth.models.chat import IGNORE, answer_suffix, build_messages, encode, open_image
 from selfsynth.models.decode import accepts
 from selfsynth.models.devices import PAD_MULTIPLE_BF16, cpu_bf16
@@ -281,6 +282,8 @@ def train_lora(
     no_store = (
         vlm.features.no_store() if (cfg.augment and vlm.features is not None) else contextlib.nullcontext()
     )
+    # Augmented images are new every step, so only unaugmented batches reuse per-example rows.
+    rows = None if cfg.augment else RowCache(vlm, examples, cfg.max_length)
     with no_store, lora_forward(acc.unwrap_model(model), cfg.lora_forward) as merged_layers:
         if merged_layers:
             log.info("%d LoRA layers train as one merged matmul (finetune.lora_forward)", merged_layers)
@@ -289,7 +292,9 @@ def train_lora(
             lo = step * global_batch + rank * micro * accum
             idx = order[lo : lo + micro * accum]
             batches = [
-                _micro_batch(vlm, examples, idx[k : k + micro], lo + k, cfg, seed, pad_multiple)
+                rows.batch(idx[k : k + micro], pad_multiple)
+                if rows is not None
+                else _micro_batch(vlm, examples, idx[k : k + micro], lo + k, cfg, seed, pad_multiple)
                 for k in range(0, len(idx), micro)
             ]
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_autocast):

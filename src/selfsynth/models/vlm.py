@@ -32,7 +32,7 @@ from selfsynth.models.chat import (
     render,
 )
 from selfsynth.models.decode import decode, uniforms
-from selfsynth.models.devices import attention_for, resolve_device, resolve_dtype
+from selfsynth.models.devices import attention_for, cpu_bf16, resolve_device, resolve_dtype
 from selfsynth.models.features import CachedTower, FeatureCache, find_tower, install_feature_cache
 from selfsynth.models.model_dir import check_model_dir
 
@@ -85,12 +85,15 @@ class VLM:
         adapter: str | Path | None = None,
         attention: str = "auto",
         pixel_memo_bytes: int = 1 << 30,
+        encode_precision: str = "fp32",
     ) -> VLM:
         """Load a local model directory (optionally with a LoRA adapter on top); never touches a hub.
 
         ``attention``: "auto" (eager on CPU, the library default elsewhere; see
         ``devices.attention_for``) or an implementation name transformers knows.
         ``pixel_memo_bytes``: processed images kept per model load (``pixel_memo``; 0: none).
+        ``encode_precision``: "bf16" (or "auto", measured) runs the cached tower's misses under
+        CPU bf16 autocast when the model is fp32 on CPU; its features are cached apart from fp32 ones.
         """
         from transformers import AutoConfig, AutoModelForImageTextToText
         from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
@@ -133,7 +136,9 @@ class VLM:
         cache = tower = None
         if feature_cache:
             cache = FeatureCache(max_bytes=feature_cache_bytes, disk_dir=feature_cache_dir)
-            tower = install_feature_cache(model, cache, extra={"dtype": str(torch_dtype)})
+            bf16 = dev.type == "cpu" and torch_dtype == torch.float32 and cpu_bf16(encode_precision, "encode")
+            extra = {"dtype": str(torch_dtype), **({"encode": "bf16"} if bf16 else {})}
+            tower = install_feature_cache(model, cache, extra=extra, bf16=bf16)
             if tower is None:
                 cache = None
         vlm = cls(p, model, processor, dev, torch_dtype, cache, tower)
