@@ -29,6 +29,8 @@ from selfsynth.models.devices import round_up
 
 log = logging.getLogger(__name__)
 
+FILL_ROWS = 256  # examples tokenised per processor call while the rows are being made
+
 
 class RowCache:
     """Token rows per example and decoded images per file, for the batches of one training run.
@@ -93,7 +95,13 @@ class RowCache:
     def _fill(self, idx: Sequence[int], one_by_one: bool = False) -> None:
         """Token rows of the examples not yet kept, from one right-padded batch (or one call each)."""
         missing = list(dict.fromkeys(i for i in idx if i not in self._rows))
-        groups = [[i] for i in missing] if one_by_one else ([missing] if missing else [])
+        if one_by_one:
+            groups = [[i] for i in missing]
+        else:  # and the rest of the run's examples with them: one processor call per FILL_ROWS
+            asked = set(missing)
+            rest = [i for i in range(len(self.examples)) if i not in self._rows and i not in asked]
+            todo = missing + rest[: max(0, FILL_ROWS - len(missing))]
+            groups = [todo] if todo else []
         for group in groups:
             enc = self._direct(group, 1)  # its pixels stay in the pixel memo for ``_assemble``
             shape = enc["input_ids"].shape
