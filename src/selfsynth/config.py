@@ -102,6 +102,9 @@ class EmbedConfig:
     batch_size: int = 256
     max_length: int = 128
     prefix: str = ""  # e5 models expect "query: " before each text
+    # On CPU: "auto" runs the encoder under bf16 autocast where a short measurement on this
+    # machine finds it faster so; "fp32" / "bf16" force it. Vectors of each are cached apart.
+    precision: str = "auto"
 
 
 @dataclass
@@ -141,7 +144,11 @@ class SynthesizeConfig:
 
 
 LORA_FORWARDS = ("auto", "factored", "dense")  # finetune.lora_forward (models.lora_dense)
-CPU_PRECISIONS = ("auto", "fp32", "bf16")  # finetune.cpu_precision, model.encode_precision, the base build's
+CPU_PRECISIONS = (
+    "auto",
+    "fp32",
+    "bf16",
+)  # finetune.cpu_precision, model.encode_precision, embed.precision, the base build's
 ATTENTIONS = ("auto", "eager", "sdpa", "flash_attention_2", "flex_attention")  # model.attention
 
 
@@ -273,6 +280,7 @@ _CHOICES: dict[str, tuple[str, ...] | typing.Callable[[], tuple[str, ...]]] = {
     "finetune.lora_forward": LORA_FORWARDS,
     "model.attention": ATTENTIONS,
     "model.encode_precision": CPU_PRECISIONS,
+    "embed.precision": CPU_PRECISIONS,
     "sample.fallback": _owned("selfsynth.stages.sample", "FALLBACKS"),
     "synthesize.fallback": _owned("selfsynth.stages.synthesize", "FALLBACKS"),
     "tracking.report_to": _owned("selfsynth.tracking", "BACKENDS"),  # a list: each item is checked

@@ -103,3 +103,18 @@ def test_a_resumed_cache_gives_the_vectors_of_a_fresh_run(tmp_path):
     partial.encode(texts[::3])  # a run killed after caching some of them
     resumed = TextEncoder(cache_dir=tmp_path / "resumed", batch_size=8).encode(texts)
     assert np.array_equal(fresh, resumed)
+
+
+def test_bf16_vectors_are_close_cached_apart_and_resume_bit_for_bit(tmp_path):
+    """The bf16 encoder keeps its own cache entries, stays near fp32, and resumes exactly."""
+    texts = [f"a {'small ' * (i % 4)}bird with a red crown number {i}" for i in range(24)]
+    fp32 = TextEncoder(batch_size=8)
+    bf16 = TextEncoder(cache_dir=tmp_path / "full", batch_size=8, precision="bf16")
+    assert bf16.identity != fp32.identity
+    a, b = fp32.encode(texts), bf16.encode(texts)
+    assert not np.array_equal(a, b)
+    assert float((a * b).sum(axis=1).min()) > 0.99
+    partial = TextEncoder(cache_dir=tmp_path / "resumed", batch_size=8, precision="bf16")
+    partial.encode(texts[::3])
+    resumed = TextEncoder(cache_dir=tmp_path / "resumed", batch_size=8, precision="bf16").encode(texts)
+    assert np.array_equal(resumed, b)

@@ -69,8 +69,9 @@ def test_no_bf16_support_means_fp32_without_measuring(monkeypatch):
     assert devices.cpu_bf16("auto") is False
 
 
-def test_the_real_measurement_returns_times_and_a_consistent_choice():
-    result = precision_probe.measure("encode")
+@pytest.mark.parametrize("workload", ["encode", "embed"])
+def test_the_real_measurement_returns_times_and_a_consistent_choice(workload):
+    result = precision_probe.measure(workload)
     assert result["fp32_s"] > 0 and result["bf16_s"] > 0
     speedup = result["fp32_s"] / result["bf16_s"]
     assert result["choice"] == ("bf16" if speedup >= precision_probe.MIN_SPEEDUP else "fp32")

@@ -61,6 +61,7 @@ class TextEncoder:
         max_length: int = 128,
         device: str = "auto",
         prefix: str = "",
+        precision: str = "fp32",
     ) -> None:
         self.path = str(Path(path or default_encoder_path()).expanduser().resolve())
         if not Path(self.path).is_dir():
@@ -79,6 +80,8 @@ class TextEncoder:
         self.max_length = max_length
         self.device = device
         self.prefix = prefix
+        self.precision = precision
+        self._bf16: bool | None = None  # resolved with the device, when the model loads
         self.identity = self._identity()
         self._mem: dict[str, np.ndarray] = {}
         self._store = SqliteStore(Path(cache_dir) / CACHE_FILE) if cache_dir is not None else None
@@ -99,7 +102,17 @@ class TextEncoder:
             if f.is_file() and f.suffix in _WEIGHT_SUFFIXES:
                 h.update(f"{f.relative_to(root).as_posix()}:{f.stat().st_size};".encode())
         h.update(f"max_length={self.max_length}".encode())
+        if self._uses_bf16():
+            h.update(b"bf16")
         return f"{self.path}#{h.hexdigest()[:16]}"
+
+    def _uses_bf16(self) -> bool:
+        """CPU bf16 autocast for the forward passes (``precision``; "auto" measures, see precision_probe)."""
+        if self._bf16 is None:
+            from selfsynth.models.devices import cpu_bf16, resolve_device
+
+            self._bf16 = resolve_device(self.device).type == "cpu" and cpu_bf16(self.precision, "embed")
+        return self._bf16
 
     @property
     def dim(self) -> int:
@@ -134,7 +147,7 @@ class TextEncoder:
             texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         )
         enc = {k: v.to(self._torch_device) for k, v in enc.items()}
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._uses_bf16()):
             hidden = self._model(**enc).last_hidden_state.float()
         mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)

@@ -20,7 +20,7 @@ from selfsynth.cache import default_cache_root
 
 log = logging.getLogger(__name__)
 
-WORKLOADS = ("train", "encode")
+WORKLOADS = ("train", "encode", "embed")
 # bf16 must beat fp32 by this factor: it also rounds, so a tie goes to fp32.
 MIN_SPEEDUP = 1.1
 _CACHE_NAME = "cpu-precision.json"
@@ -93,7 +93,25 @@ def _encode_step() -> Callable[[], None]:
     return step
 
 
-_STEPS = {"train": _train_step, "encode": _encode_step}
+def _embed_step() -> Callable[[], None]:
+    """A forward pass of a BERT encoder the size of the default sentence encoder (MiniLM-L6)."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=4096, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536
+    )
+    model = BertModel(config).eval()
+    ids = torch.randint(0, config.vocab_size, (64, 32))
+
+    def step() -> None:
+        with torch.inference_mode():
+            model(input_ids=ids)
+
+    return step
+
+
+_STEPS = {"train": _train_step, "encode": _encode_step, "embed": _embed_step}
 
 
 def _time_pair(

@@ -80,6 +80,7 @@ class Context:
                 batch_size=e.batch_size,
                 max_length=e.max_length,
                 prefix=e.prefix,
+                precision=e.precision,
             )
         return self._encoder
 
