@@ -141,6 +141,9 @@ class SynthesizeConfig:
     avoid_repeats: bool = True
     # > 1: no run of this many generated tokens repeats (class names excepted); 0 = off (paper)
     no_repeat_ngram: int = 0
+    # (an extension) among the answers that name the label, keep the one citing the most of the
+    # prompt's concepts minus those it cites from outside them, instead of the first
+    prefer_cited: bool = False
 
 
 LORA_FORWARDS = ("auto", "factored", "dense")  # finetune.lora_forward (models.lora_dense)
@@ -201,6 +204,9 @@ class SampleConfig:
     no_repeat_ngram: int = 0  # as synthesize.no_repeat_ngram
     # > 0: each candidate's score loses this much per cited concept outside the image's Z* (0 = the paper)
     outside_penalty: float = 0.0
+    # >= 0 (an extension): a candidate citing more than this many concepts outside the image's Z*
+    # is not eligible, as if it did not name the label (-1: off, the paper)
+    max_outside: int = -1
 
 
 @dataclass
@@ -433,6 +439,8 @@ def validate(cfg: RunConfig, *, require: typing.Sequence[str] = _REQUIRED) -> Ru
         raise ConfigError("data.image_column and data.label_column must name two different columns")
     if cfg.select.min_keep < 1:
         raise ConfigError(f"select.min_keep must be >= 1, got {cfg.select.min_keep}")
+    if cfg.sample.max_outside < -1:
+        raise ConfigError(f"sample.max_outside must be -1 (off) or >= 0, got {cfg.sample.max_outside}")
     if cfg.sample.outside_penalty < 0:
         raise ConfigError(f"sample.outside_penalty must be >= 0, got {cfg.sample.outside_penalty}")
     if cfg.select.tau <= 0 or cfg.sample.temperature < 0:

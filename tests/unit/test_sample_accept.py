@@ -54,6 +54,23 @@ def test_synthesis_keeps_the_first_answer_naming_the_label_without_repeats():
     assert pick_answer([rep], "Tern", labels) == (fixed, True, True)
 
 
+def test_synthesis_with_prefer_cited_keeps_the_answer_citing_most_of_the_prompt_concepts():
+    from selfsynth.stages.synthesize import pick_answer
+
+    labels = ["Tern", "Gull"]
+    one = "It has a black cap. These features show that it is a Tern."
+    two = "It has a black cap and a forked tail. These features show that it is a Tern."
+    wrong = "It has a black cap, a forked tail and grey wings. These features show that it is a Tern."
+    # grounded counts: prompt concepts cited minus concepts cited from outside them
+    assert pick_answer([one, two, wrong], "Tern", labels, grounded=[1, 2, 1]) == (two, True, False)
+    assert pick_answer([one, two, wrong], "Tern", labels) == (one, True, False)  # the first, as before
+    # naming the label still comes first
+    assert (
+        pick_answer(["A Gull with a black cap and a forked tail.", one], "Tern", labels, grounded=[2, 1])[0]
+        == one
+    )
+
+
 def test_fallback_label_and_drop():
     r = row(["a", "b"], [False, False], [1.0, 2.0])
     (qa,) = accept([r], "ours", "label")

@@ -1,4 +1,5 @@
-"""``sample.outside_penalty``: candidates lose score per cited concept outside the image's Z*."""
+"""``sample.outside_penalty`` and ``sample.max_outside``: candidates lose score per cited concept
+outside the image's Z*, or lose eligibility past a count of them."""
 
 from __future__ import annotations
 
@@ -69,13 +70,14 @@ class Encoder:
         return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
 
 
-def _sample(tmp_path, monkeypatch, penalty: float):
+def _sample(tmp_path, monkeypatch, penalty: float, cap: int = -1, fallback: str = "label"):
     monkeypatch.setattr(backend, "_ENGINES", dict(backend._ENGINES))
     register_engine("scripted", lambda path, cfg, cache_dir: Scripted(path))
     cfg = RunConfig()
     cfg.data.kind, cfg.model.engine, cfg.select.tau = "birds", "scripted", 1.0
     cfg.sample.questions, cfg.sample.samples, cfg.sample.outside_penalty = 1, 2, penalty
-    run_dir = tmp_path / f"run-{penalty}"
+    cfg.sample.max_outside, cfg.sample.fallback = cap, fallback
+    run_dir = tmp_path / f"run-{penalty}-{cap}"
     train = [Example("img1", "/img1.png", "Tern", "train")]
     ctx = Context(cfg=cfg, run_dir=run_dir, train=train, test=[], labels=list(BANK), progress=False)
     ctx._encoder = Encoder()
@@ -98,10 +100,35 @@ def test_the_penalty_turns_the_choice_to_the_grounded_candidate(tmp_path, monkey
 
 def test_no_penalty_keeps_the_fingerprint_it_had_before_the_setting(tmp_path, monkeypatch):
     cfg, _, fp, _ = _sample(tmp_path, monkeypatch, 0.0)
-    before = {k: v for k, v in asdict(cfg.sample).items() if k != "outside_penalty"}
+    before = {k: v for k, v in asdict(cfg.sample).items() if k not in ("outside_penalty", "max_outside")}
     settings = {**before, "method": "ours", "seed": cfg.seed, "tau": cfg.select.tau, "round": 2}
     assert fp == stage_fp(settings, "inputs")
     assert _sample(tmp_path, monkeypatch, 0.5)[2] != fp
+
+
+def test_a_cap_on_outside_concepts_makes_hallucinating_candidates_ineligible(tmp_path, monkeypatch):
+    _, (kept,), fp_cap, row = _sample(tmp_path, monkeypatch, 0.0, cap=0)
+    assert row["outside"] == [0, 2] and row["names_label"] == [True, False]
+    assert kept.answer == GROUNDED  # the plain score prefers the other one (test above)
+    assert fp_cap != _sample(tmp_path, monkeypatch, 0.0)[2]
+    _, (loose,), _, _ = _sample(tmp_path, monkeypatch, 0.0, cap=2)
+    assert loose.answer == HALLUCINATED
+
+
+def test_when_every_candidate_passes_the_cap_the_image_falls_back(tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        Scripted, "generate", lambda self, images, prompts, n=1, **kw: [[HALLUCINATED] * n for _ in prompts]
+    )
+    _, (kept,), _, row = _sample(tmp_path, monkeypatch, 0.0, cap=1)
+    assert row["names_label"] == [False, False]
+    assert kept.kind == "fallback" and "Tern" in kept.answer
+
+
+def test_a_bad_cap_is_refused():
+    cfg = RunConfig()
+    cfg.sample.max_outside = -2
+    with pytest.raises(ConfigError, match="max_outside"):
+        validate(cfg, require=())
 
 
 def test_a_negative_penalty_is_refused():
@@ -109,3 +136,28 @@ def test_a_negative_penalty_is_refused():
     cfg.sample.outside_penalty = -1.0
     with pytest.raises(ConfigError, match="outside_penalty"):
         validate(cfg, require=())
+
+
+def test_synthesis_with_prefer_cited_keeps_the_grounded_answer(tmp_path, monkeypatch):
+    """Round 1 through the stage: the answer citing Z* only beats the first one, which hallucinates."""
+    from selfsynth.stages.synthesize import run_synthesize
+
+    monkeypatch.setattr(backend, "_ENGINES", dict(backend._ENGINES))
+    register_engine("scripted", lambda path, cfg, cache_dir: Scripted(path))
+    monkeypatch.setattr(
+        Scripted,
+        "generate",
+        lambda self, images, prompts, n=1, **kw: [[HALLUCINATED, GROUNDED][:n] for _ in prompts],
+    )
+    chosen = {}
+    for prefer in (False, True):
+        cfg = RunConfig()
+        cfg.data.kind, cfg.model.engine = "birds", "scripted"
+        cfg.synthesize.questions, cfg.synthesize.samples, cfg.synthesize.prefer_cited = 1, 2, prefer
+        train = [Example("img1", "/img1.png", "Tern", "train")]
+        ctx = Context(
+            cfg=cfg, run_dir=tmp_path / str(prefer), train=train, test=[], labels=list(BANK), progress=False
+        )
+        (qa,), _ = run_synthesize(ctx, "model", {"img1": Z_STAR}, BANK, "inputs")
+        chosen[prefer] = qa.answer
+    assert chosen == {False: HALLUCINATED, True: GROUNDED}

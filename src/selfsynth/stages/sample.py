@@ -12,7 +12,9 @@ wrong are the ones where a bare label teaches least, and the round-1 answer cite
 concepts seen in that image (Z*). ``method=nofilter`` keeps the first sample of each question as
 is (the no-filtering ablation). ``outside_penalty`` > 0 (an extension) lowers each candidate's
 score per cited concept outside the image's Z* (``rs_score.penalized``); the rows then also
-record those counts (``outside``).
+record those counts (``outside``). ``max_outside`` >= 0 (an extension) makes a candidate citing
+more than that many concepts outside Z* ineligible, like one not naming the label, so such an
+image falls back (``fallback``) instead of training on a hallucinated part.
 """
 
 from __future__ import annotations
@@ -53,8 +55,11 @@ def run_sample(
     cfg = ctx.cfg.sample
     method = ctx.cfg.method
     settings = asdict(cfg)
-    if not cfg.outside_penalty:  # only then: runs without the penalty keep the fingerprint they had before it
+    # settings at their "off" value stay out, so runs without them keep the fingerprint they had before them
+    if not cfg.outside_penalty:
         del settings["outside_penalty"]
+    if cfg.max_outside < 0:
+        del settings["max_outside"]
     fp = stage_fp(
         {**settings, "method": method, "seed": ctx.cfg.seed, "tau": ctx.cfg.select.tau, "round": rnd},
         *inputs_fp,
@@ -66,7 +71,8 @@ def run_sample(
     enc = ctx.encoder() if method != "nofilter" else None
     tau = ctx.cfg.select.tau
     penalty = cfg.outside_penalty if method != "nofilter" else 0.0  # nofilter never reads the scores
-    citer = ctx.citer() if penalty else None
+    cap = cfg.max_outside if method != "nofilter" else -1
+    citer = ctx.citer() if penalty or cap >= 0 else None
     phrases = list(dict.fromkeys(p for ps in bank.values() for p in ps))
 
     def work(c: int, chunk: Sequence[Example]) -> list[dict[str, Any]]:
@@ -124,6 +130,8 @@ def run_sample(
             if citer is not None:
                 row["outside"] = outside_counts(cands, selected[e.id], phrases, citer)
                 row["scores"] = penalized(scores, row["outside"], penalty)
+                if cap >= 0:  # too many concepts the image was not found to show: not eligible
+                    row["names_label"] = [ok and n <= cap for ok, n in zip(ok, row["outside"], strict=True)]
             rows.append(row)
         return rows
 

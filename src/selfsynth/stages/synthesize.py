@@ -6,7 +6,9 @@ first affirmative class mention) are dropped. With ``samples`` > 1 the model wri
 answers per prompt and the first that names the label and (``avoid_repeats``) repeats no phrase
 is kept; if it still repeats one, its repeated list items are dropped. A small base model that
 cites the given concepts can fall into re-copying the first one ("bright red bill, bright red
-bill and ..."), and every later round learns from its answers. The stored training pair is
+bill and ..."), and every later round learns from its answers. ``prefer_cited`` (an extension)
+ranks those answers by how many of the prompt's concepts they cite, less the concepts they cite
+from outside them (``Context.citer``). The stored training pair is
 (image, bare question) -> answer, so the tuned model must answer from the image alone. Each
 prompt is built next to its own image (the reference paired prompts with the wrong images inside
 a batch).
@@ -28,6 +30,7 @@ from selfsynth.prompts import concept_prompt, label_answer
 from selfsynth.records import QA, Example
 from selfsynth.runs import Stage, chunk_seed, stage_fp
 from selfsynth.stages.context import Context
+from selfsynth.stages.rs_score import split_by_zstar
 from selfsynth.text import names_label, repeated_phrase, without_repeats
 
 log = logging.getLogger(__name__)
@@ -35,16 +38,23 @@ FALLBACKS = ("label", "drop")  # synthesize.fallback: what a prompt gets when no
 
 
 def pick_answer(
-    answers: Sequence[str], label: str, labels: Sequence[str], avoid_repeats: bool = True
+    answers: Sequence[str],
+    label: str,
+    labels: Sequence[str],
+    avoid_repeats: bool = True,
+    grounded: Sequence[int] | None = None,
 ) -> tuple[str, bool, bool]:
     """(answer, names the label, was repaired): the first naming the label, preferring no repeats.
 
     With ``avoid_repeats``, an answer that still repeats a phrase loses its repeated list items
-    (``text.without_repeats``) when what remains names the label and repeats nothing.
+    (``text.without_repeats``) when what remains names the label and repeats nothing. With
+    ``grounded`` (per answer: prompt concepts cited minus other concepts cited), the answer with
+    the highest count wins among those equal on the first two criteria.
     """
     named = [names_label(a, label, labels) for a in answers]
     repeats = [avoid_repeats and repeated_phrase(a, (label,)) for a in answers]
-    best = min(range(len(answers)), key=lambda j: (not named[j], repeats[j], j))
+    ground = list(grounded) if grounded is not None else [0] * len(answers)
+    best = min(range(len(answers)), key=lambda j: (not named[j], repeats[j], -ground[j], j))
     answer = answers[best]
     fixed = without_repeats(answer, label) if repeats[best] else None
     if fixed is not None and names_label(fixed, label, labels) == named[best]:
@@ -57,11 +67,17 @@ def run_synthesize(
 ) -> tuple[list[QA], str]:
     cfg = ctx.cfg.synthesize
     method = ctx.cfg.method
-    fp = stage_fp({**asdict(cfg), "method": method, "seed": ctx.cfg.seed}, *inputs_fp)
+    settings = asdict(cfg)
+    if not cfg.prefer_cited:  # off: runs keep the fingerprint they had before the setting
+        del settings["prefer_cited"]
+    fp = stage_fp({**settings, "method": method, "seed": ctx.cfg.seed}, *inputs_fp)
     stage = Stage(ctx.run_dir, "round_1/synthesize", fp)
     done = stage.done()
     if not done:
         stage.begin()
+
+    citer = ctx.citer() if cfg.prefer_cited else None
+    phrases = list(dict.fromkeys(p for ps in bank.values() for p in ps))
 
     def work(c: int, chunk: Sequence[Example]) -> list[dict[str, Any]]:
         rng = random.Random(chunk_seed(ctx.cfg.seed, "synthesize", c))
@@ -91,9 +107,12 @@ def run_synthesize(
         )
         rows = []
         for i, ((e, kind, q), o) in enumerate(zip(asks, outs, strict=True)):
-            answer, named, repaired = pick_answer(
-                [t.strip() for t in o], e.label, ctx.labels, cfg.avoid_repeats
-            )
+            texts = [t.strip() for t in o]
+            grounded = None
+            if cfg.prefer_cited:
+                splits = [split_by_zstar(citer(t, phrases), concepts[e.id]) for t in texts]
+                grounded = [len(set(inside)) - len(set(outside)) for inside, outside in splits]
+            answer, named, repaired = pick_answer(texts, e.label, ctx.labels, cfg.avoid_repeats, grounded)
             rows.append(
                 {
                     **QA(f"{e.id}#{i}", e.image, q, answer, e.label, kind).to_dict(),
