@@ -58,8 +58,7 @@ class ModelConfig:
     dtype: str = "auto"  # auto = bf16 on CUDA, fp32 on CPU
     device: str = "auto"
     feature_cache: bool = True  # encode each image once per run with the frozen vision tower
-    # On CPU with an fp32 model: "auto" encodes images (feature-cache misses) under bf16 autocast
-    # where a short measurement on this machine finds the tower faster so; "fp32" / "bf16" force it
+    # CPU, fp32 model: "auto" encodes images under bf16 autocast where measured faster here (precision_probe)
     encode_precision: str = "auto"
     # auto = eager attention on CPU (faster LoRA steps on small models), library default on GPU
     attention: str = "auto"
@@ -102,8 +101,7 @@ class EmbedConfig:
     batch_size: int = 256
     max_length: int = 128
     prefix: str = ""  # e5 models expect "query: " before each text
-    # On CPU: "auto" runs the encoder under bf16 autocast where a short measurement on this
-    # machine finds it faster so; "fp32" / "bf16" force it. Vectors of each are cached apart.
+    # CPU: "auto" runs it under bf16 autocast where measured faster here; each precision's vectors cached apart
     precision: str = "auto"
 
 
@@ -132,9 +130,8 @@ class SynthesizeConfig:
     max_new_tokens: int = 128
     batch_size: int = 16
     pool_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])  # simple, explain, cot
-    fallback: str = (
-        "drop"  # an answer not naming the label: drop (paper) | label ("This is an image of {label}.")
-    )
+    # an answer not naming the label: drop (paper) | label ("This is an image of {label}.")
+    fallback: str = "drop"
     # Answers per prompt (paper: 1); with more, the first that names the label and, with
     # avoid_repeats, repeats no phrase is kept (one shared prefill per prompt).
     samples: int = 1
@@ -147,11 +144,8 @@ class SynthesizeConfig:
 
 
 LORA_FORWARDS = ("auto", "factored", "dense")  # finetune.lora_forward (models.lora_dense)
-CPU_PRECISIONS = (
-    "auto",
-    "fp32",
-    "bf16",
-)  # finetune.cpu_precision, model.encode_precision, embed.precision, the base build's
+# finetune.cpu_precision, model.encode_precision, embed.precision, the base build's
+CPU_PRECISIONS = ("auto", "fp32", "bf16")
 ATTENTIONS = ("auto", "eager", "sdpa", "flash_attention_2", "flex_attention")  # model.attention
 
 
@@ -171,22 +165,17 @@ class FinetuneConfig:
     max_grad_norm: float = 1.0
     augment: bool = True  # light image augmentation (flip, small crop, colour jitter)
     general_mix: float = 1.0  # general instruction pairs per domain pair (paper: 1:1)
-    general_data: str = (
-        ""  # JSONL {image, question, answer} of general pairs; the world uses its own captions/VQA
-    )
+    # JSONL {image, question, answer} of general pairs; the world uses its own captions/VQA
+    general_data: str = ""
     max_length: int = 512
     # Batches of examples of similar length (sorted inside windows of 16 global batches, batch
     # order shuffled): less padding, same examples per epoch; false = plain random batches.
     group_by_length: bool = True
-    # On CPU: "auto" trains under bf16 autocast when the CPU has native bf16 matmuls (AVX512-BF16
-    # or AMX, where it makes each step faster), else fp32; "fp32" / "bf16" force it. On a
-    # GPU the model's own dtype decides (bf16 / fp16 weights train under autocast).
+    # On CPU: "auto" trains under bf16 autocast where a short measurement on this machine finds it
+    # faster (models.precision_probe); "fp32" / "bf16" force it. On a GPU the model's dtype decides.
     cpu_precision: str = "auto"
-    # How a LoRA linear computes while training (``lora_dense``): "auto" runs it as one matmul
-    # with W + s*B@A where that costs fewer multiply-adds than peft's two thin ones (rank above
-    # in*out / (3*(in+out)): never on a 7B decoder, every layer of the world's 192-wide base at
-    # r 128), "factored" always uses peft's, "dense" merges every eligible layer. Same function;
-    # rounding differs.
+    # A LoRA linear while training (models.lora_dense): "auto" runs one matmul with W + s*B@A where
+    # that costs fewer multiply-adds than peft's two thin ones, "factored" / "dense" force either.
     lora_forward: str = "auto"
 
 
@@ -204,8 +193,7 @@ class SampleConfig:
     no_repeat_ngram: int = 0  # as synthesize.no_repeat_ngram
     # > 0: each candidate's score loses this much per cited concept outside the image's Z* (0 = the paper)
     outside_penalty: float = 0.0
-    # >= 0 (an extension): a candidate citing more than this many concepts outside the image's Z*
-    # is not eligible, as if it did not name the label (-1: off, the paper)
+    # >= 0 (an extension): candidates citing more concepts outside the image's Z* are ineligible (-1: off)
     max_outside: int = -1
 
 
@@ -260,10 +248,7 @@ class RunConfig:
 
 
 def _owned(module: str, name: str) -> typing.Callable[[], tuple[str, ...]]:
-    """A setting's names, read when validating from the module that implements them (and imports this one).
-
-    ``module.name`` is a tuple, a mapping (its keys) or a function returning either.
-    """
+    """A setting's names (``module.name``: a tuple, a mapping or a function giving either), read late."""
 
     def names() -> tuple[str, ...]:
         found = getattr(importlib.import_module(module), name)
@@ -292,6 +277,15 @@ _CHOICES: dict[str, tuple[str, ...] | typing.Callable[[], tuple[str, ...]]] = {
     "tracking.report_to": _owned("selfsynth.tracking", "BACKENDS"),  # a list: each item is checked
 }
 _REQUIRED = ("data.root", "model.path")
+# the smallest value each numeric setting takes (sample.max_outside: -1 is off)
+_MINIMUMS = {
+    "rounds": 1,
+    "select.min_keep": 1,
+    "sample.max_outside": -1,
+    "sample.outside_penalty": 0,
+    "sample.temperature": 0,
+    **dict.fromkeys(("describe.samples", "synthesize.samples", "sample.samples", "synthesize.questions"), 1),
+}
 
 
 def _did_you_mean(key: str, options: typing.Iterable[str]) -> str:
@@ -430,24 +424,16 @@ def validate(cfg: RunConfig, *, require: typing.Sequence[str] = _REQUIRED) -> Ru
             raise ConfigError(
                 f"{key} is required: set it in the YAML file or pass {key}=... on the command line"
             )
-    if cfg.rounds < 1:
-        raise ConfigError(f"rounds must be >= 1, got {cfg.rounds}")
+    for key, low in _MINIMUMS.items():
+        if _get(cfg, key) < low:
+            raise ConfigError(f"{key} must be >= {low}, got {_get(cfg, key)}")
+    if cfg.select.tau <= 0:
+        raise ConfigError(f"select.tau must be > 0, got {cfg.select.tau}")
     if "none" in cfg.tracking.report_to and len(set(cfg.tracking.report_to)) > 1:
         raise ConfigError(f"tracking.report_to={cfg.tracking.report_to}: 'none' goes alone")
     image_col, label_col = cfg.data.image_column, cfg.data.label_column
     if not image_col or not label_col or image_col == label_col:
         raise ConfigError("data.image_column and data.label_column must name two different columns")
-    if cfg.select.min_keep < 1:
-        raise ConfigError(f"select.min_keep must be >= 1, got {cfg.select.min_keep}")
-    if cfg.sample.max_outside < -1:
-        raise ConfigError(f"sample.max_outside must be -1 (off) or >= 0, got {cfg.sample.max_outside}")
-    if cfg.sample.outside_penalty < 0:
-        raise ConfigError(f"sample.outside_penalty must be >= 0, got {cfg.sample.outside_penalty}")
-    if cfg.select.tau <= 0 or cfg.sample.temperature < 0:
-        raise ConfigError("select.tau must be > 0 and sample.temperature >= 0")
-    for key in ("describe.samples", "synthesize.samples", "sample.samples", "synthesize.questions"):
-        if _get(cfg, key) < 1:
-            raise ConfigError(f"{key} must be >= 1, got {_get(cfg, key)}")
     check_rl(cfg.rl, cfg.method)
     return cfg
 

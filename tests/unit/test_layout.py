@@ -13,6 +13,7 @@ MODELS = {
     "__init__",
     "augment",
     "backend",
+    "batching",
     "chat",
     "decode",
     "devices",

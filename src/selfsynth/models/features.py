@@ -437,14 +437,8 @@ def install_feature_cache(
     name, tower = found
     model_type = getattr(getattr(model, "config", None), "model_type", "")
     if model_type == "qwen2_vl" and hasattr(tower, "merger"):
-        cached = CachedTower(
-            tower,
-            cache,
-            tower_fingerprint(tower, extra, skip="merger."),
-            "grid",
-            merger=lambda: tower.merger,
-            bf16=bf16,
-        )
+        tower_id = tower_fingerprint(tower, extra, skip="merger.")
+        cached = CachedTower(tower, cache, tower_id, "grid", merger=lambda: tower.merger, bf16=bf16)
     elif model_type in ("qwen2_5_vl", "qwen3_vl"):
         log.info("feature cache: %s towers reorder windows around the merger; running uncached", model_type)
         return None
