@@ -57,6 +57,7 @@ def run(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True) -> dict[s
     """Run (or resume) the whole loop; returns the results also written to ``run_dir/results.json``."""
     from selfsynth.tracking import open_run_tracker
 
+    cfg = pin_cpu_precisions(cfg, Path(run_dir))
     tracker = open_run_tracker(cfg, run_dir)
     failed = True
     try:
@@ -65,6 +66,57 @@ def run(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True) -> dict[s
         return results
     finally:
         tracker.close(failed)
+
+
+# Each CPU precision setting and the probe workload that decides its "auto".
+_PRECISION_WORKLOADS = {
+    "finetune.cpu_precision": "train",
+    "model.encode_precision": "encode",
+    "embed.precision": "embed",
+}
+PRECISION_FILE = "cpu_precision.json"
+
+
+def pin_cpu_precisions(cfg: RunConfig, run_dir: Path) -> RunConfig:
+    """``cfg`` with each "auto" CPU precision replaced by the one this run has used from its start.
+
+    "auto" is a measurement, and a machine's cached measurement can change between a kill and the
+    resume (another thread count, a cleared cache, a different host); the run folder keeps the
+    first choice so the resumed stages compute as the killed ones did.
+    """
+    import dataclasses
+
+    from selfsynth.distributed import from_main
+    from selfsynth.errors import ConfigError
+    from selfsynth.io import read_json
+    from selfsynth.models.devices import cpu_bf16, resolve_device
+
+    auto = [k for k in _PRECISION_WORKLOADS if _setting(cfg, k) == "auto"]
+    if not auto or resolve_device(cfg.model.device).type != "cpu":
+        return cfg
+    pinned: dict[str, str] = {}
+    if is_main():
+        path = run_dir / PRECISION_FILE
+        stored = read_json(path) if path.is_file() else {}
+        if not isinstance(stored, dict) or any(v not in ("fp32", "bf16") for v in stored.values()):
+            raise ConfigError(f"{path}: expected {{setting: fp32 | bf16}}; delete it to measure again")
+        for key in auto:
+            pinned[key] = stored.get(key) or (
+                "bf16" if cpu_bf16("auto", _PRECISION_WORKLOADS[key]) else "fp32"
+            )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(path, {**stored, **pinned})
+        log.info("CPU precisions of this run: %s", ", ".join(f"{k}={v}" for k, v in pinned.items()))
+    for key, value in from_main(pinned).items():
+        section, name = key.split(".")
+        part = dataclasses.replace(getattr(cfg, section), **{name: value})
+        cfg = dataclasses.replace(cfg, **{section: part})
+    return cfg
+
+
+def _setting(cfg: RunConfig, dotted: str) -> Any:
+    section, name = dotted.split(".")
+    return getattr(getattr(cfg, section), name)
 
 
 def _loop(cfg: RunConfig, run_dir: Path, tracker: RunTracker, progress: bool) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from threadpoolctl import threadpool_info
 
 pytestmark = pytest.mark.slow
 RECIPE = str(Path(__file__).parents[2] / "configs" / "world.yaml")
@@ -82,8 +83,12 @@ MOMENTS = [
 
 def _start(argv: list[str]) -> tuple[subprocess.Popen, float]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    # The same thread count as the in-process reference run: float sums differ between thread counts.
+    # The same thread counts as the in-process reference run: float sums differ between thread
+    # counts. numpy's BLAS (the IB scores) keeps its own, which OMP_NUM_THREADS alone would also set.
     env["OMP_NUM_THREADS"] = str(torch.get_num_threads())
+    for pool in threadpool_info():
+        if pool["internal_api"] == "openblas":
+            env["OPENBLAS_NUM_THREADS"] = str(pool["num_threads"])
     env.pop("WORLD_SIZE", None)
     env.pop("RANK", None)
     t0 = time.time() - 0.01  # mtimes may round below the clock read

@@ -85,3 +85,31 @@ def test_measuring_leaves_the_random_state_alone():
     torch.manual_seed(123)
     precision_probe.measure("encode")
     assert torch.equal(torch.rand(4), expected)
+
+
+def test_a_run_keeps_the_precisions_it_started_with(monkeypatch, tmp_path):
+    from selfsynth.config import load_config
+    from selfsynth.errors import ConfigError
+    from selfsynth.pipeline import PRECISION_FILE, pin_cpu_precisions
+
+    def on_cpu(*overrides: str):
+        return load_config(overrides=["model.device=cpu", *overrides], require=())
+
+    calls: list[str] = []
+    monkeypatch.setattr(precision_probe, "measure", _fake_measure(calls, 0.5, 0.2))
+    run = tmp_path / "run"
+    cfg = pin_cpu_precisions(on_cpu(), run)
+    assert (cfg.finetune.cpu_precision, cfg.model.encode_precision, cfg.embed.precision) == ("bf16",) * 3
+    # the machine's measurement changes (cleared cache, other threads): the run resumes as it began
+    monkeypatch.setattr(precision_probe, "_memo", {})
+    (tmp_path / "cpu-precision.json").unlink()
+    monkeypatch.setattr(precision_probe, "measure", _fake_measure(calls, 0.5, 0.7))
+    again = pin_cpu_precisions(on_cpu(), run)
+    assert again.embed.precision == "bf16" and again.finetune.cpu_precision == "bf16"
+    assert pin_cpu_precisions(on_cpu(), tmp_path / "other").embed.precision == "fp32"
+    # a setting given explicitly is left as given
+    forced = on_cpu("embed.precision=fp32")
+    assert pin_cpu_precisions(forced, tmp_path / "third").embed.precision == "fp32"
+    (run / PRECISION_FILE).write_text('{"embed.precision": "fp16"}')
+    with pytest.raises(ConfigError, match=PRECISION_FILE):
+        pin_cpu_precisions(on_cpu(), run)
