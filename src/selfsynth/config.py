@@ -404,7 +404,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _get(cfg: Any, dotted: str) -> Any:
+def setting(cfg: Any, dotted: str) -> Any:
     for part in dotted.split("."):
         cfg = getattr(cfg, part)
     return cfg
@@ -413,20 +413,20 @@ def _get(cfg: Any, dotted: str) -> Any:
 def validate(cfg: RunConfig, *, require: typing.Sequence[str] = _REQUIRED) -> RunConfig:
     for key, allowed in _CHOICES.items():
         choices = allowed() if callable(allowed) else allowed
-        found = _get(cfg, key)
+        found = setting(cfg, key)
         for value in found if isinstance(found, list) else [found]:
             if value not in choices:
                 raise ConfigError(
                     f"{key}={value!r} is not one of {', '.join(choices)}{_did_you_mean(str(value), choices)}"
                 )
     for key in require:
-        if not _get(cfg, key):
+        if not setting(cfg, key):
             raise ConfigError(
                 f"{key} is required: set it in the YAML file or pass {key}=... on the command line"
             )
     for key, low in _MINIMUMS.items():
-        if _get(cfg, key) < low:
-            raise ConfigError(f"{key} must be >= {low}, got {_get(cfg, key)}")
+        if setting(cfg, key) < low:
+            raise ConfigError(f"{key} must be >= {low}, got {setting(cfg, key)}")
     if cfg.select.tau <= 0:
         raise ConfigError(f"select.tau must be > 0, got {cfg.select.tau}")
     if "none" in cfg.tracking.report_to and len(set(cfg.tracking.report_to)) > 1:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from selfsynth.config import RunConfig, to_dict
+from selfsynth.config import RunConfig, setting, to_dict
 from selfsynth.distributed import is_main, main_first, sharded, together
 from selfsynth.io import file_digest, fingerprint, write_json
 from selfsynth.stages.context import Context
@@ -91,7 +91,7 @@ def pin_cpu_precisions(cfg: RunConfig, run_dir: Path) -> RunConfig:
     from selfsynth.io import read_json
     from selfsynth.models.devices import cpu_bf16, resolve_device
 
-    auto = [k for k in _PRECISION_WORKLOADS if _setting(cfg, k) == "auto"]
+    auto = [k for k in _PRECISION_WORKLOADS if setting(cfg, k) == "auto"]
     if not auto or resolve_device(cfg.model.device).type != "cpu":
         return cfg
     pinned: dict[str, str] = {}
@@ -112,11 +112,6 @@ def pin_cpu_precisions(cfg: RunConfig, run_dir: Path) -> RunConfig:
         part = dataclasses.replace(getattr(cfg, section), **{name: value})
         cfg = dataclasses.replace(cfg, **{section: part})
     return cfg
-
-
-def _setting(cfg: RunConfig, dotted: str) -> Any:
-    section, name = dotted.split(".")
-    return getattr(getattr(cfg, section), name)
 
 
 def _loop(cfg: RunConfig, run_dir: Path, tracker: RunTracker, progress: bool) -> dict[str, Any]:
