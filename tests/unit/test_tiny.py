@@ -411,51 +411,6 @@ def test_killed_build_resumes_from_its_work_folder(tmp_path, monkeypatch):
     assert not work.exists()
 
 
-def test_images_encoded_beside_the_text_drills_give_the_same_model(tmp_path):
-    import multiprocessing
-
-    from safetensors.torch import load_file
-
-    s = tiny.settings_from(**{**TINY, "text_steps": 6})
-    beside = tiny.build_base_model(tmp_path / "two", s, threads=2)
-    alone = tiny.build_base_model(tmp_path / "one", s, threads=2, encode_first=True)
-    assert beside["features_beside_text_drills"] and not alone["features_beside_text_drills"]
-    assert beside["timings"]["features_s"] > 0 and "features_wait_s" in beside["timings"]
-    assert not multiprocessing.active_children()
-    two = load_file(tmp_path / "two" / "model.safetensors")
-    one = load_file(tmp_path / "one" / "model.safetensors")
-    assert two.keys() == one.keys()
-    for name in one:
-        torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-5, msg=name)
-
-
-def test_interrupted_build_stops_its_encoder_and_resumes(tmp_path, monkeypatch):
-    import multiprocessing
-
-    s = tiny.settings_from(**{**TINY, "text_steps": 6})
-    out = tmp_path / "base"
-    real_pretrain = pretrain.pretrain
-
-    def killed(*a, **k):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(pretrain, "pretrain", killed)
-    with pytest.raises(KeyboardInterrupt):
-        tiny.build_base_model(out, s, threads=2)
-    assert not multiprocessing.active_children()  # no orphan left encoding
-    monkeypatch.setattr(pretrain, "pretrain", real_pretrain)
-    assert tiny.build_base_model(out, s, threads=2)["fingerprint"] == s.fingerprint()
-    assert not (out / "_work").exists()
-
-
-def test_a_failed_background_encoder_is_a_clear_error(tmp_path):
-    from selfsynth.basevlm.encoding import BackgroundEncoder
-
-    wait = BackgroundEncoder(tmp_path, tiny.settings_from(**TINY), 1, False).result(1, {})
-    with pytest.raises(RuntimeError, match="encoding the pretraining images failed.*--encode-first"):
-        wait()  # no tokenizer or world in tmp_path: the worker fails
-
-
 def test_attribute_scores_count_right_wrong_and_hidden_statements(world):
     from selfsynth.basevlm.evaluate import attribute_scores, distinct_n
     from selfsynth.io import read_jsonl
@@ -474,8 +429,8 @@ def test_base_build_command_passes_the_experiment_settings(tmp_path, monkeypatch
 
     seen = {}
 
-    def fake_build(out, settings, *, force, threads, encode_first):
-        seen.update(out=out, settings=settings, encode_first=encode_first)
+    def fake_build(out, settings, *, force, threads):
+        seen.update(out=out, settings=settings)
         return {
             "fingerprint": settings.fingerprint(),
             "parameters": 2,
@@ -485,9 +440,8 @@ def test_base_build_command_passes_the_experiment_settings(tmp_path, monkeypatch
 
     monkeypatch.setattr(tiny, "build_base_model", fake_build)
     argv = ["base", "build", "--out", str(tmp_path / "b"), "--attention", "eager", "--text-batch-size", "16"]
-    assert main([*argv, "--describe-targets", "clauses", "--probe-readout", "linear", "--encode-first"]) == 0
+    assert main([*argv, "--describe-targets", "clauses", "--probe-readout", "linear"]) == 0
     s = seen["settings"]
-    assert seen["encode_first"]
     assert (s.attention, s.text_batch_size, s.describe_targets, s.probe_readout) == (
         "eager",
         16,

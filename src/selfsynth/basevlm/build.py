@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -244,18 +245,9 @@ def ensure_base_model(cache_dir: str | Path | None = None, **settings: Any) -> P
 
 
 def build_base_model(
-    out: str | Path,
-    settings: BaseSettings | None = None,
-    *,
-    force: bool = False,
-    threads: int = 2,
-    encode_first: bool = False,
+    out: str | Path, settings: BaseSettings | None = None, *, force: bool = False, threads: int = 2
 ) -> dict[str, Any]:
-    """Build (or resume, or find cached) the base model in ``out``; returns the manifest.
-
-    With two or more ``threads`` the images are encoded in a second process beside the text
-    drills unless ``encode_first`` (the same model either way, only slower).
-    """
+    """Build (or resume, or find cached) the base model in ``out``; returns the manifest."""
     import torch
 
     s = settings or BaseSettings()
@@ -285,7 +277,7 @@ def build_base_model(
     if threads > 0:
         torch.set_num_threads(threads)
     try:
-        manifest = _build(out, work, s, max(threads, 0) or torch.get_num_threads(), not encode_first)
+        manifest = _build(out, work, s)
     finally:
         torch.set_num_threads(old_threads)
     write_json(out / MANIFEST, manifest)  # last: its presence means "done"
@@ -303,12 +295,11 @@ def _claim_work_dir(work: Path, fp: str) -> None:
     stamp.write_text(fp + "\n")
 
 
-def _build(out: Path, work: Path, s: BaseSettings, threads: int, beside: bool) -> dict[str, Any]:
+def _build(out: Path, work: Path, s: BaseSettings) -> dict[str, Any]:
     import torch
 
     from selfsynth.basevlm import corpus as base_data
-    from selfsynth.basevlm.encoding import BackgroundEncoder, encode_features
-    from selfsynth.basevlm.pretrain import TrainSettings, pretrain
+    from selfsynth.basevlm.pretrain import TrainSettings, encode_images, pretrain
     from selfsynth.basevlm.tokenizer import train_tokenizer
     from selfsynth.models.devices import cpu_bf16
 
@@ -330,56 +321,53 @@ def _build(out: Path, work: Path, s: BaseSettings, threads: int, beside: bool) -
 
     model = build_architecture(tokenizer, s)
     model.model.language_model.set_attn_implementation(s.attention)  # the tower has no attention
+    processor = build_processor(tokenizer, s.tower_size, model.config.vision_config.patch_size)
     records = base_data.load_records(world)
     # resolved once per workload (measured on this machine under "auto"): the manifest says which
     encode_bf16 = cpu_bf16(s.cpu_precision, "encode")
     bf16 = cpu_bf16(s.cpu_precision, "train")
 
-    feats_path = work / "features.pt"
-    encoder = None
     t = time.time()
+    feats_path = work / "features.pt"
     if feats_path.is_file():
-        feats: Any = torch.load(feats_path, weights_only=True)
-        timings["features_s"] = round(time.time() - t, 1)
-    elif beside and threads >= 2 and s.text_steps > 0:
-        # The text drills need no image: the images are encoded beside them, in a second process
-        # on half the threads (two one-thread workers beat one two-thread worker on these small
-        # steps; the result is the same, docs/notes/performance.md).
-        encoder = BackgroundEncoder(work, s, threads // 2, encode_bf16)
-        torch.set_num_threads(threads - threads // 2)
-        feats = encoder.result(threads, timings)
+        feats = torch.load(feats_path, weights_only=True)
     else:
-        processor = build_processor(tokenizer, s.tower_size, model.config.vision_config.patch_size)
-        feats = encode_features(model, processor, records, feats_path, encode_bf16)
-        timings["features_s"] = round(time.time() - t, 1)
+        # half precision halves the largest buffer of the build; training casts batches back
+        feats = encode_images(
+            model,
+            processor,
+            base_data.LazyImages([r.image for r in records]),
+            dtype=torch.float16,
+            bf16=encode_bf16,
+        )
+        tmp = feats_path.with_name("features.pt.tmp")
+        torch.save(feats, tmp)
+        os.replace(tmp, feats_path)
+    timings["features_s"] = round(time.time() - t, 1)
 
     triples = base_data.make_triples(world, records, seed=s.seed, describe_targets=s.describe_targets)
     # the training settings a build exposes carry the same names in both dataclasses
     shared = {f.name for f in dataclasses.fields(TrainSettings)} & {f.name for f in dataclasses.fields(s)}
     train = TrainSettings(**{name: getattr(s, name) for name in shared})
-    try:
-        result = pretrain(
-            model,
-            tokenizer,
-            feats,
-            triples,
-            train,
-            parts=base_data.part_targets_for(records, scene=s.probe_scene),
-            text=base_data.text_drills(
-                records,
-                seed=s.seed,
-                n=max(1, s.text_steps * (s.text_batch_size or s.batch_size) + s.steps * s.text_mix),
-                avoid=base_data.species_label_set(world),
-            ),
-            checkpoint=work / "checkpoint.pt",
-        )
-    finally:
-        if encoder is not None:
-            encoder.stop()
+    result = pretrain(
+        model,
+        tokenizer,
+        feats,
+        triples,
+        train,
+        parts=base_data.part_targets_for(records, scene=s.probe_scene),
+        text=base_data.text_drills(
+            records,
+            seed=s.seed,
+            n=max(1, s.text_steps * (s.text_batch_size or s.batch_size) + s.steps * s.text_mix),
+            avoid=base_data.species_label_set(world),
+        ),
+        checkpoint=work / "checkpoint.pt",
+    )
     timings["pretrain_s"] = round(result.seconds, 1)
 
     model.save_pretrained(out)
-    build_processor(tokenizer, s.tower_size, model.config.vision_config.patch_size).save_pretrained(out)
+    processor.save_pretrained(out)
     n_params = sum(p.numel() for p in model.parameters())
     n_train = n_params - sum(p.numel() for p in model.model.vision_tower.parameters())
     return {
@@ -390,7 +378,6 @@ def _build(out: Path, work: Path, s: BaseSettings, threads: int, beside: bool) -
         # "auto" precision resolves per machine, and kernels differ between CPUs: the same
         # settings give another model at float level elsewhere (docs/notes/base-model.md)
         "precision": "bf16" if bf16 else "fp32",
-        "features_beside_text_drills": encoder is not None,
         "encode_precision": "bf16" if encode_bf16 else "fp32",
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "parameters": n_params,

@@ -93,7 +93,6 @@ def encode_images(
     dtype: torch.dtype = torch.float32,
     bf16: bool = False,
     desc: str = "encoding images",
-    progress: bool = True,
 ) -> torch.Tensor:
     """Frozen-tower features ``[N, tokens, hidden]`` for PIL images, via the processor's pixels.
 
@@ -104,8 +103,7 @@ def encode_images(
     """
     tower = model.model.vision_tower
     out: torch.Tensor | None = None
-    steps = range(0, len(images), batch_size)
-    for i in tqdm(steps, desc=desc, unit="batch", leave=False, disable=not progress):
+    for i in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", leave=False):
         pix = processor.image_processor(images=list(images[i : i + batch_size]), return_tensors="pt")[
             "pixel_values"
         ]
@@ -258,7 +256,7 @@ def _save_checkpoint(
 def pretrain(
     model: Any,
     tokenizer: Any,
-    feats: torch.Tensor | Callable[[], torch.Tensor],
+    feats: torch.Tensor,
     triples: Sequence[Triple],
     settings: TrainSettings,
     *,
@@ -272,15 +270,11 @@ def pretrain(
     ``settings.text_steps`` steps on the text-only ``text`` examples come first, then
     ``settings.steps`` steps on ``triples``. With ``parts`` (per-image part values), an
     auxiliary ``PartProbe`` on the projector output joins the image-step loss with weight
-    ``settings.part_loss``; it is discarded afterwards. ``feats`` may be a callable that gives the
-    features when the first image step needs them (the build encodes them beside the text steps).
+    ``settings.part_loss``; it is discarded afterwards.
     """
     if not triples:
         raise ValueError("no training examples")
-    if isinstance(feats, torch.Tensor):
-        image_tokens = int(feats.shape[1])
-    else:
-        image_tokens = int(model.config.image_seq_length)
+    image_tokens = int(feats.shape[1])
     encoded = tokenize_triples(tokenizer, triples, image_tokens=image_tokens, max_length=settings.max_length)
     keep = [i for i, r in enumerate(encoded) if r is not None]
     if not keep:
@@ -346,8 +340,6 @@ def pretrain(
                 )
             else:
                 istep = step - n_text
-                if not isinstance(feats, torch.Tensor):
-                    feats = feats()
                 lr = _lr_at(istep, settings)
                 pick = image_stream.batch(istep)
                 ids, attn, labels = collate([rows[i] for i in pick], pad_id, multiple)

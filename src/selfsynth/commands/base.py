@@ -87,12 +87,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     b.add_argument("--threads", type=int, default=2, help="torch CPU threads (0 = leave as is)")
     b.add_argument(
-        "--encode-first",
-        action="store_true",
-        help="encode the images before the text drills in this process, not beside them in a "
-        "second one (same model, slower)",
-    )
-    b.add_argument(
         "--force", action="store_true", help="rebuild even if --out holds a build of other settings"
     )
     b.set_defaults(func=run)
@@ -117,9 +111,7 @@ def _build(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k) for k in _BUILD_FLAGS if getattr(args, k) is not None}
     settings = settings_from(**overrides)
     out = Path(args.out) if args.out else default_cache_root() / f"base-{settings.fingerprint()}"
-    manifest = build_base_model(
-        out, settings, force=args.force, threads=args.threads, encode_first=args.encode_first
-    )
+    manifest = build_base_model(out, settings, force=args.force, threads=args.threads)
     print(f"base model: {out}")
     print(
         f"fingerprint {manifest['fingerprint']}; {manifest['parameters']:,} parameters "
