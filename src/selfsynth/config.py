@@ -132,15 +132,14 @@ class SynthesizeConfig:
     pool_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])  # simple, explain, cot
     # an answer not naming the label: drop (paper) | label ("This is an image of {label}.")
     fallback: str = "drop"
-    # Answers per prompt (paper: 1); with more, the first that names the label and, with
-    # avoid_repeats, repeats no phrase is kept (one shared prefill per prompt).
-    samples: int = 1
+    samples: int = 1  # answers per prompt (paper: 1), one shared prefill; see synthesize.pick_answer
     avoid_repeats: bool = True
     # > 1: no run of this many generated tokens repeats (class names excepted); 0 = off (paper)
     no_repeat_ngram: int = 0
     # (an extension) among the answers that name the label, keep the one citing the most of the
     # prompt's concepts minus those it cites from outside them, instead of the first
     prefer_cited: bool = False
+    answers: str = "model"  # (an extension) "rule": explained answers list the prompt's concepts
 
 
 LORA_FORWARDS = ("auto", "factored", "dense")  # finetune.lora_forward (models.lora_dense)
@@ -274,6 +273,7 @@ _CHOICES: dict[str, tuple[str, ...] | typing.Callable[[], tuple[str, ...]]] = {
     "embed.precision": CPU_PRECISIONS,
     "sample.fallback": _owned("selfsynth.stages.sample", "FALLBACKS"),
     "synthesize.fallback": _owned("selfsynth.stages.synthesize", "FALLBACKS"),
+    "synthesize.answers": _owned("selfsynth.stages.synthesize", "ANSWER_SOURCES"),
     "tracking.report_to": _owned("selfsynth.tracking", "BACKENDS"),  # a list: each item is checked
 }
 _REQUIRED = ("data.root", "model.path")

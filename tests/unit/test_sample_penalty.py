@@ -161,3 +161,33 @@ def test_synthesis_with_prefer_cited_keeps_the_grounded_answer(tmp_path, monkeyp
         (qa,), _ = run_synthesize(ctx, "model", {"img1": Z_STAR}, BANK, "inputs")
         chosen[prefer] = qa.answer
     assert chosen == {False: HALLUCINATED, True: GROUNDED}
+
+
+def test_rule_answers_cite_every_prompt_concept_and_name_the_label(tmp_path, monkeypatch):
+    """``synthesize.answers: rule``: explained answers list Z* in the drill form; name-only ones stay the model's."""
+    from selfsynth.stages.synthesize import rule_answer, run_synthesize
+    from selfsynth.text import names_label
+
+    for kind in ("explain", "cot"):
+        text = rule_answer("Tern", Z_STAR, kind)
+        assert names_label(text, "Tern", list(BANK)) and cite_phrases(text, PHRASES) == Z_STAR
+    assert rule_answer("Tern", ["black cap"], "cot", "dog").startswith("The dog has black cap.")
+
+    monkeypatch.setattr(backend, "_ENGINES", dict(backend._ENGINES))
+    register_engine("scripted", lambda path, cfg, cache_dir: Scripted(path))
+    monkeypatch.setattr(
+        Scripted, "generate", lambda self, images, prompts, n=1, **kw: [[HALLUCINATED] for _ in prompts]
+    )
+    got, fps = {}, {}
+    for answers, weights in (("model", [0, 1, 0]), ("rule", [0, 1, 0]), ("rule", [1, 0, 0])):
+        cfg = RunConfig()
+        cfg.data.kind, cfg.model.engine = "birds", "scripted"
+        cfg.synthesize.questions, cfg.synthesize.answers, cfg.synthesize.pool_weights = 1, answers, weights
+        train = [Example("img1", "/img1.png", "Tern", "train")]
+        run_dir = tmp_path / f"{answers}{weights[0]}"
+        ctx = Context(cfg=cfg, run_dir=run_dir, train=train, test=[], labels=list(BANK), progress=False)
+        (qa,), fps[answers, weights[0]] = run_synthesize(ctx, "model", {"img1": Z_STAR}, BANK, "inputs")
+        got[answers, weights[0]] = qa.answer
+    assert got["model", 0] == HALLUCINATED and got["rule", 1] == HALLUCINATED  # name-only: the model's
+    assert got["rule", 0] == rule_answer("Tern", Z_STAR, "explain")
+    assert fps["rule", 0] != fps["model", 0]

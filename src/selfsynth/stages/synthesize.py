@@ -8,8 +8,11 @@ is kept; if it still repeats one, its repeated list items are dropped. A small b
 cites the given concepts can fall into re-copying the first one ("bright red bill, bright red
 bill and ..."), and every later round learns from its answers. ``prefer_cited`` (an extension)
 ranks those answers by how many of the prompt's concepts they cite, less the concepts they cite
-from outside them (``Context.citer``). The stored training pair is
-(image, bare question) -> answer, so the tuned model must answer from the image alone. Each
+from outside them (``Context.citer``). With ``answers: rule`` (an extension) every explained
+answer is instead the base model's own answer form filled in by rule (``rule_answer``): the label
+and every concept of the prompt, as exact phrases; name-only answers stay the model's. The stored
+training pair is (image, bare question) -> answer, so the tuned model must answer from the image
+alone. Each
 prompt is built next to its own image (the reference paired prompts with the wrong images inside
 a batch).
 
@@ -26,7 +29,7 @@ from dataclasses import asdict
 from typing import Any
 
 from selfsynth.errors import SelfsynthError
-from selfsynth.prompts import concept_prompt, label_answer
+from selfsynth.prompts import NOUNS, concept_prompt, label_answer
 from selfsynth.records import QA, Example
 from selfsynth.runs import Stage, chunk_seed, stage_fp
 from selfsynth.stages.context import Context
@@ -35,6 +38,15 @@ from selfsynth.text import names_label, repeated_phrase, without_repeats
 
 log = logging.getLogger(__name__)
 FALLBACKS = ("label", "drop")  # synthesize.fallback: what a prompt gets when no answer names the label
+ANSWER_SOURCES = ("model", "rule")  # synthesize.answers: who writes the explained answers
+
+
+def rule_answer(label: str, concepts: Sequence[str], kind: str, noun: str = "bird") -> str:
+    """The explain or chain-of-thought answer naming ``label`` and citing every concept, in the drills' form."""
+    cited = concepts[0] if len(concepts) == 1 else ", ".join(concepts[:-1]) + " and " + concepts[-1]
+    if kind == "cot":
+        return f"The {noun} has {cited}. These features show that it is a {label}."
+    return f"This is a {label}. It has {cited}, which are the features of a {label}."
 
 
 def pick_answer(
@@ -68,8 +80,11 @@ def run_synthesize(
     cfg = ctx.cfg.synthesize
     method = ctx.cfg.method
     settings = asdict(cfg)
-    if not cfg.prefer_cited:  # off: runs keep the fingerprint they had before the setting
+    # settings at their old behaviour stay out: runs keep the fingerprint they had before them
+    if not cfg.prefer_cited:
         del settings["prefer_cited"]
+    if cfg.answers == "model":
+        del settings["answers"]
     fp = stage_fp({**settings, "method": method, "seed": ctx.cfg.seed}, *inputs_fp)
     stage = Stage(ctx.run_dir, "round_1/synthesize", fp)
     done = stage.done()
@@ -77,6 +92,7 @@ def run_synthesize(
         stage.begin()
 
     citer = ctx.citer() if cfg.prefer_cited else None
+    noun = NOUNS[ctx.cfg.data.kind][0]
     phrases = list(dict.fromkeys(p for ps in bank.values() for p in ps))
 
     def work(c: int, chunk: Sequence[Example]) -> list[dict[str, Any]]:
@@ -113,6 +129,8 @@ def run_synthesize(
                 splits = [split_by_zstar(citer(t, phrases), concepts[e.id]) for t in texts]
                 grounded = [len(set(inside)) - len(set(outside)) for inside, outside in splits]
             answer, named, repaired = pick_answer(texts, e.label, ctx.labels, cfg.avoid_repeats, grounded)
+            if cfg.answers == "rule" and kind != "simple" and concepts[e.id]:
+                answer, named, repaired = rule_answer(e.label, concepts[e.id], kind, noun), True, False
             rows.append(
                 {
                     **QA(f"{e.id}#{i}", e.image, q, answer, e.label, kind).to_dict(),
