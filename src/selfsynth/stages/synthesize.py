@@ -12,9 +12,8 @@ from outside them (``Context.citer``). With ``answers: rule`` (an extension) eve
 answer is instead the base model's own answer form filled in by rule (``rule_answer``): the label
 and every concept of the prompt, as exact phrases; name-only answers stay the model's. The stored
 training pair is (image, bare question) -> answer, so the tuned model must answer from the image
-alone. Each
-prompt is built next to its own image (the reference paired prompts with the wrong images inside
-a batch).
+alone. Each prompt is built next to its own image (the reference paired prompts with the wrong
+images inside a batch).
 
 Baselines use the same stage: ``nl`` answers "This is an image of {label}." without generation;
 ``lge`` shows all of Z_c instead of the image's Z* (a class-level explanation).
