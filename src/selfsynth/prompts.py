@@ -88,6 +88,22 @@ class PromptPools:
         return out
 
 
+def listed(items: Sequence[str]) -> str:
+    """ "a, b and c": how answers and captions list features."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def cited_answer(label: str, concepts: Sequence[str], kind: str, noun: str = "bird") -> str:
+    """An explain or chain-of-thought answer that names ``label`` and cites every concept.
+
+    The embedded base model learns this form from its in-context drills, and ``synthesize.answers:
+    rule`` writes round-1 answers in it, so both must stay the same text.
+    """
+    if kind == "cot":
+        return f"The {noun} has {listed(concepts)}. These features show that it is a {label}."
+    return f"This is a {label}. It has {listed(concepts)}, which are the features of a {label}."
+
+
 def label_answer(label: str) -> str:
     """The answer that names the class and explains nothing (the NL baseline, the samplers' fallback)."""
     return f"This is an image of {label}."

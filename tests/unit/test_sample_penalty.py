@@ -165,13 +165,14 @@ def test_synthesis_with_prefer_cited_keeps_the_grounded_answer(tmp_path, monkeyp
 
 def test_rule_answers_cite_every_prompt_concept_and_name_the_label(tmp_path, monkeypatch):
     """``synthesize.answers: rule``: explained answers list Z* in the drill form; name-only ones stay the model's."""
-    from selfsynth.stages.synthesize import rule_answer, run_synthesize
+    from selfsynth.prompts import cited_answer
+    from selfsynth.stages.synthesize import run_synthesize
     from selfsynth.text import names_label
 
     for kind in ("explain", "cot"):
-        text = rule_answer("Tern", Z_STAR, kind)
+        text = cited_answer("Tern", Z_STAR, kind)
         assert names_label(text, "Tern", list(BANK)) and cite_phrases(text, PHRASES) == Z_STAR
-    assert rule_answer("Tern", ["black cap"], "cot", "dog").startswith("The dog has black cap.")
+    assert cited_answer("Tern", ["black cap"], "cot", "dog").startswith("The dog has black cap.")
 
     monkeypatch.setattr(backend, "_ENGINES", dict(backend._ENGINES))
     register_engine("scripted", lambda path, cfg, cache_dir: Scripted(path))
@@ -189,5 +190,5 @@ def test_rule_answers_cite_every_prompt_concept_and_name_the_label(tmp_path, mon
         (qa,), fps[answers, weights[0]] = run_synthesize(ctx, "model", {"img1": Z_STAR}, BANK, "inputs")
         got[answers, weights[0]] = qa.answer
     assert got["model", 0] == HALLUCINATED and got["rule", 1] == HALLUCINATED  # name-only: the model's
-    assert got["rule", 0] == rule_answer("Tern", Z_STAR, "explain")
+    assert got["rule", 0] == cited_answer("Tern", Z_STAR, "explain")
     assert fps["rule", 0] != fps["model", 0]

@@ -25,7 +25,7 @@ from selfsynth.basevlm.pretrain import Triple
 from selfsynth.basevlm.probe import PartTargets, part_targets
 from selfsynth.data.world.text import world_vqa_answer
 from selfsynth.io import read_json, read_jsonl
-from selfsynth.prompts import concept_prompt, pools_for, vqa_prompt
+from selfsynth.prompts import cited_answer, concept_prompt, listed, pools_for, vqa_prompt
 
 # Describe prompts that ask for everything visible get the full caption styles (0: sentences,
 # 3: feature list); brief prompts get every style. The world writes a record's captions in
@@ -226,7 +226,7 @@ def _features(rec: ImageRecord, rng: random.Random, k: int = 3) -> str:
     parts = [p for p in rec.visible_parts if p != "size"] or rec.visible_parts
     pick = rng.sample(parts, min(k, len(parts)))
     nps = [noun_phrase(p, rec.attributes[p], rng) for p in pick]
-    return nps[0] if len(nps) == 1 else ", ".join(nps[:-1]) + " and " + nps[-1]
+    return listed(nps)
 
 
 def _open_questions(rec: ImageRecord, rng: random.Random, n: int) -> list[Triple]:
@@ -255,15 +255,12 @@ def _in_context(rec: ImageRecord, rng: random.Random, avoid: frozenset[str] = fr
     pools = pools_for("birds")
     name = drill_name(rng, avoid)
     given = rng.sample(rec.visible_concepts, min(len(rec.visible_concepts), rng.randint(3, 5)))
-    cited = given[0] if len(given) == 1 else ", ".join(given[:-1]) + " and " + given[-1]
     style = rng.choice(("simple", "explain", "cot"))
     question = rng.choice(pools.by_kind(style))
     if style == "simple":
         answer = rng.choice((f"This is a {name}.", f"It is a {name}.", f"The bird is a {name}."))
-    elif style == "explain":
-        answer = f"This is a {name}. It has {cited}, which are the features of a {name}."
     else:
-        answer = f"The bird has {cited}. These features show that it is a {name}."
+        answer = cited_answer(name, given, style)
     return Triple(-1, concept_prompt(name, given, question), answer)
 
 

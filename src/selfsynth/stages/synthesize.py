@@ -9,7 +9,7 @@ cites the given concepts can fall into re-copying the first one ("bright red bil
 bill and ..."), and every later round learns from its answers. ``prefer_cited`` (an extension)
 ranks those answers by how many of the prompt's concepts they cite, less the concepts they cite
 from outside them (``Context.citer``). With ``answers: rule`` (an extension) every explained
-answer is instead the base model's own answer form filled in by rule (``rule_answer``): the label
+answer is instead the base model's own answer form filled in by rule (``prompts.cited_answer``): the label
 and every concept of the prompt, as exact phrases; name-only answers stay the model's. The stored
 training pair is (image, bare question) -> answer, so the tuned model must answer from the image
 alone. Each prompt is built next to its own image (the reference paired prompts with the wrong
@@ -28,7 +28,7 @@ from dataclasses import asdict
 from typing import Any
 
 from selfsynth.errors import SelfsynthError
-from selfsynth.prompts import NOUNS, concept_prompt, label_answer
+from selfsynth.prompts import NOUNS, cited_answer, concept_prompt, label_answer
 from selfsynth.records import QA, Example
 from selfsynth.runs import Stage, chunk_seed, stage_fp
 from selfsynth.stages.context import Context
@@ -38,14 +38,6 @@ from selfsynth.text import names_label, repeated_phrase, without_repeats
 log = logging.getLogger(__name__)
 FALLBACKS = ("label", "drop")  # synthesize.fallback: what a prompt gets when no answer names the label
 ANSWER_SOURCES = ("model", "rule")  # synthesize.answers: who writes the explained answers
-
-
-def rule_answer(label: str, concepts: Sequence[str], kind: str, noun: str = "bird") -> str:
-    """The explain or chain-of-thought answer naming ``label`` and citing every concept, in the drills' form."""
-    cited = concepts[0] if len(concepts) == 1 else ", ".join(concepts[:-1]) + " and " + concepts[-1]
-    if kind == "cot":
-        return f"The {noun} has {cited}. These features show that it is a {label}."
-    return f"This is a {label}. It has {cited}, which are the features of a {label}."
 
 
 def pick_answer(
@@ -129,7 +121,7 @@ def run_synthesize(
                 grounded = [len(set(inside)) - len(set(outside)) for inside, outside in splits]
             answer, named, repaired = pick_answer(texts, e.label, ctx.labels, cfg.avoid_repeats, grounded)
             if cfg.answers == "rule" and kind != "simple" and concepts[e.id]:
-                answer, named, repaired = rule_answer(e.label, concepts[e.id], kind, noun), True, False
+                answer, named, repaired = cited_answer(e.label, concepts[e.id], kind, noun), True, False
             rows.append(
                 {
                     **QA(f"{e.id}#{i}", e.image, q, answer, e.label, kind).to_dict(),

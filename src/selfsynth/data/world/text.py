@@ -25,7 +25,7 @@ from selfsynth.data.world.phrases import (
     compound_phrase,
     noun_phrase,
 )
-from selfsynth.prompts import vqa_answer
+from selfsynth.prompts import listed, vqa_answer
 
 POSES = {
     "perched": (
@@ -146,10 +146,6 @@ SCENE_OPTIONS = {
 LETTERS = "ABCD"
 
 
-def _join(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
 def _cap(text: str) -> str:
     return text[:1].upper() + text[1:]
 
@@ -217,11 +213,11 @@ def captions(
         if style == 0:
             text = f"{art} {bird} {pose} {bg}, {facing}."
             if parts:
-                text += f" It has {_join(_nps(parts, attrs, rng))}."
+                text += f" It has {listed(_nps(parts, attrs, rng))}."
         elif style == 1:
             text = f"{rng.choice(OPENERS)} {pose} {bg}."
             if sub:
-                text += " " + _cap(_join([clause_phrase(p, attrs[p], rng) for p in sub])) + "."
+                text += " " + _cap(listed([clause_phrase(p, attrs[p], rng) for p in sub])) + "."
         elif style == 2:
             with_comp = [p for p in sub if compound_phrase(p, attrs[p], random.Random(0))][:2]
             comps = [c for p in with_comp if (c := compound_phrase(p, attrs[p], rng))]
@@ -232,7 +228,7 @@ def captions(
                 else f"{art} {bird}"
             )
             text = f"{head} {pose}, {facing}"
-            text += f", with {_join(_nps(rest, attrs, rng))}." if rest else "."
+            text += f", with {listed(_nps(rest, attrs, rng))}." if rest else "."
         elif style == 3:
             items = [re.sub(r"^(a|an) ", "", x) for x in _nps(parts, attrs, rng)]
             if size:
@@ -241,7 +237,7 @@ def captions(
             text += f" Pose: {scene['pose']}, facing {scene['facing']}. Background: {scene['background']}."
         else:
             text = (
-                f"{_cap(_join(_nps(sub, attrs, rng)))} on a bird {pose} {bg}."
+                f"{_cap(listed(_nps(sub, attrs, rng)))} on a bird {pose} {bg}."
                 if sub
                 else f"{art} {bird} {pose} {bg}."
             )
@@ -267,7 +263,7 @@ def clause_caption(
     pose, facing, bg = _scene_bits(scene, rng, "wing_colour" in visible)
     text = f"{'An' if bird[0] in 'aeiou' else 'A'} {bird} {pose} {bg}, {facing}."
     if parts:
-        text += " " + _cap(_join([clause_phrase(p, attrs[p], rng) for p in parts])) + "."
+        text += " " + _cap(listed([clause_phrase(p, attrs[p], rng) for p in parts])) + "."
     return text
 
 
