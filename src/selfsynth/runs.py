@@ -11,6 +11,7 @@ at a time owns a run directory (``RunLock``).
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import logging
@@ -243,6 +244,15 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def hashed_settings(cfg: Any, unhashed: dict[str, Any]) -> dict[str, Any]:
+    """A settings dataclass as a dict for a fingerprint, less the settings at their ``unhashed`` value.
+
+    A setting added later is left out at the value that reproduces the earlier behaviour, so work
+    done before it existed keeps its fingerprint and is reused.
+    """
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if not (k in unhashed and v == unhashed[k])}
 
 
 def stage_fp(config_slice: Any, *inputs: str) -> str:

@@ -32,6 +32,7 @@ from typing import Any
 from selfsynth.cache import default_cache_root
 from selfsynth.errors import ConfigError
 from selfsynth.io import fingerprint, read_json, write_json
+from selfsynth.runs import hashed_settings
 
 logger = logging.getLogger(__name__)
 
@@ -106,12 +107,7 @@ class BaseSettings:
     cpu_precision: str = "auto"
 
     def fingerprint(self) -> str:
-        fields = {
-            k: v
-            for k, v in dataclasses.asdict(self).items()
-            if not (k in _UNHASHED_DEFAULTS and v == _UNHASHED_DEFAULTS[k])
-        }
-        return fingerprint({"version": BUILD_VERSION, **fields})
+        return fingerprint({"version": BUILD_VERSION, **hashed_settings(self, _UNHASHED_DEFAULTS)})
 
 
 # Settings left out of the fingerprint at these values, because the default build's fingerprint

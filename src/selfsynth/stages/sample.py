@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
-from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -30,7 +29,7 @@ import numpy as np
 from selfsynth.io import write_jsonl
 from selfsynth.prompts import label_answer
 from selfsynth.records import QA, Example
-from selfsynth.runs import Stage, chunk_seed, stage_fp
+from selfsynth.runs import Stage, chunk_seed, hashed_settings, stage_fp
 from selfsynth.stages.context import Context
 from selfsynth.stages.rs_score import negatives, outside_counts, penalized, rs_score, rs_scores
 from selfsynth.text import label_in, names_label, repeated_phrase, without_repeats
@@ -54,12 +53,7 @@ def run_sample(
     """Rejection-sample round ``rnd``'s pairs; ``first_round`` (round 1's pairs) feeds ``fallback=synth``."""
     cfg = ctx.cfg.sample
     method = ctx.cfg.method
-    settings = asdict(cfg)
-    # settings at their "off" value stay out, so runs without them keep the fingerprint they had before them
-    if not cfg.outside_penalty:
-        del settings["outside_penalty"]
-    if cfg.max_outside < 0:
-        del settings["max_outside"]
+    settings = hashed_settings(cfg, {"outside_penalty": 0.0, "max_outside": -1})  # both "off"
     fp = stage_fp(
         {**settings, "method": method, "seed": ctx.cfg.seed, "tau": ctx.cfg.select.tau, "round": rnd},
         *inputs_fp,

@@ -24,13 +24,12 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
-from dataclasses import asdict
 from typing import Any
 
 from selfsynth.errors import SelfsynthError
 from selfsynth.prompts import NOUNS, cited_answer, concept_prompt, label_answer
 from selfsynth.records import QA, Example
-from selfsynth.runs import Stage, chunk_seed, stage_fp
+from selfsynth.runs import Stage, chunk_seed, hashed_settings, stage_fp
 from selfsynth.stages.context import Context
 from selfsynth.stages.rs_score import split_by_zstar
 from selfsynth.text import names_label, repeated_phrase, without_repeats
@@ -70,12 +69,7 @@ def run_synthesize(
 ) -> tuple[list[QA], str]:
     cfg = ctx.cfg.synthesize
     method = ctx.cfg.method
-    settings = asdict(cfg)
-    # settings at their old behaviour stay out: runs keep the fingerprint they had before them
-    if not cfg.prefer_cited:
-        del settings["prefer_cited"]
-    if cfg.answers == "model":
-        del settings["answers"]
+    settings = hashed_settings(cfg, {"prefer_cited": False, "answers": "model"})
     fp = stage_fp({**settings, "method": method, "seed": ctx.cfg.seed}, *inputs_fp)
     stage = Stage(ctx.run_dir, "round_1/synthesize", fp)
     done = stage.done()
