@@ -176,10 +176,14 @@ def test_rule_answers_cite_every_prompt_concept_and_name_the_label(tmp_path, mon
 
     monkeypatch.setattr(backend, "_ENGINES", dict(backend._ENGINES))
     register_engine("scripted", lambda path, cfg, cache_dir: Scripted(path))
-    monkeypatch.setattr(
-        Scripted, "generate", lambda self, images, prompts, n=1, **kw: [[HALLUCINATED] for _ in prompts]
-    )
-    got, fps = {}, {}
+    asked = []
+
+    def generate(self, images, prompts, n=1, **kw):
+        asked.extend(prompts)
+        return [[HALLUCINATED] for _ in prompts]
+
+    monkeypatch.setattr(Scripted, "generate", generate)
+    got, fps, generated = {}, {}, {}
     for answers, weights in (("model", [0, 1, 0]), ("rule", [0, 1, 0]), ("rule", [1, 0, 0])):
         cfg = RunConfig()
         cfg.data.kind, cfg.model.engine = "birds", "scripted"
@@ -189,6 +193,9 @@ def test_rule_answers_cite_every_prompt_concept_and_name_the_label(tmp_path, mon
         ctx = Context(cfg=cfg, run_dir=run_dir, train=train, test=[], labels=list(BANK), progress=False)
         (qa,), fps[answers, weights[0]] = run_synthesize(ctx, "model", {"img1": Z_STAR}, BANK, "inputs")
         got[answers, weights[0]] = qa.answer
+        generated[answers, weights[0]], asked[:] = len(asked), []
     assert got["model", 0] == HALLUCINATED and got["rule", 1] == HALLUCINATED  # name-only: the model's
     assert got["rule", 0] == cited_answer("Tern", Z_STAR, "explain")
     assert fps["rule", 0] != fps["model", 0]
+    # Answers written by rule are not sampled first; name-only prompts still are.
+    assert generated == {("model", 0): 1, ("rule", 0): 0, ("rule", 1): 1}

@@ -10,7 +10,7 @@ bill and ..."), and every later round learns from its answers. ``prefer_cited`` 
 ranks those answers by how many of the prompt's concepts they cite, less the concepts they cite
 from outside them (``Context.citer``). With ``answers: rule`` (an extension) every explained
 answer is instead the base model's own answer form filled in by rule (``prompts.cited_answer``): the label
-and every concept of the prompt, as exact phrases; name-only answers stay the model's. The stored
+and every concept of the prompt, as exact phrases; only the name-only prompts are then generated. The stored
 training pair is (image, bare question) -> answer, so the tuned model must answer from the image
 alone. Each prompt is built next to its own image (the reference paired prompts with the wrong
 images inside a batch).
@@ -70,6 +70,8 @@ def run_synthesize(
     cfg = ctx.cfg.synthesize
     method = ctx.cfg.method
     settings = hashed_settings(cfg, {"prefer_cited": False, "answers": "model"})
+    if cfg.answers == "rule":  # earlier rule runs sampled every prompt, so their name-only answers differ
+        settings["generated"] = "name-only"
     fp = stage_fp({**settings, "method": method, "seed": ctx.cfg.seed}, *inputs_fp)
     stage = Stage(ctx.run_dir, "round_1/synthesize", fp)
     done = stage.done()
@@ -93,29 +95,36 @@ def run_synthesize(
                 for i, (e, kind, q) in enumerate(asks)
             ]
         concepts = {e.id: (bank[e.label] if method == "lge" else selected[e.id]) for e in chunk}
-        prompts = [concept_prompt(e.label, concepts[e.id], q) for e, _, q in asks]
-        outs = ctx.vlm(model_path).generate(
-            [e.image for e, _, _ in asks],
-            prompts,
-            n=cfg.samples,
-            temperature=cfg.temperature,
-            top_p=cfg.top_p,
-            max_new_tokens=cfg.max_new_tokens,
-            seed=chunk_seed(ctx.cfg.seed, "synthesize-gen", c),
-            batch_size=cfg.batch_size,
-            no_repeat_ngram=cfg.no_repeat_ngram,
-            allow_repeats=ctx.labels,
+        # With answers=rule only the name-only prompts need the model; the rest are written by rule.
+        by_rule = [cfg.answers == "rule" and kind != "simple" and bool(concepts[e.id]) for e, kind, _ in asks]
+        asked = [a for a, r in zip(asks, by_rule, strict=True) if not r]
+        outs = iter(
+            ctx.vlm(model_path).generate(
+                [e.image for e, _, _ in asked],
+                [concept_prompt(e.label, concepts[e.id], q) for e, _, q in asked],
+                n=cfg.samples,
+                temperature=cfg.temperature,
+                top_p=cfg.top_p,
+                max_new_tokens=cfg.max_new_tokens,
+                seed=chunk_seed(ctx.cfg.seed, "synthesize-gen", c),
+                batch_size=cfg.batch_size,
+                no_repeat_ngram=cfg.no_repeat_ngram,
+                allow_repeats=ctx.labels,
+            )
+            if asked
+            else []
         )
         rows = []
-        for i, ((e, kind, q), o) in enumerate(zip(asks, outs, strict=True)):
-            texts = [t.strip() for t in o]
-            grounded = None
-            if cfg.prefer_cited:
-                splits = [split_by_zstar(citer(t, phrases), concepts[e.id]) for t in texts]
-                grounded = [len(set(inside)) - len(set(outside)) for inside, outside in splits]
-            answer, named, repaired = pick_answer(texts, e.label, ctx.labels, cfg.avoid_repeats, grounded)
-            if cfg.answers == "rule" and kind != "simple" and concepts[e.id]:
+        for i, ((e, kind, q), rule) in enumerate(zip(asks, by_rule, strict=True)):
+            if rule:
                 answer, named, repaired = cited_answer(e.label, concepts[e.id], kind, noun), True, False
+            else:
+                texts = [t.strip() for t in next(outs)]
+                grounded = None
+                if cfg.prefer_cited:
+                    splits = [split_by_zstar(citer(t, phrases), concepts[e.id]) for t in texts]
+                    grounded = [len(set(inside)) - len(set(outside)) for inside, outside in splits]
+                answer, named, repaired = pick_answer(texts, e.label, ctx.labels, cfg.avoid_repeats, grounded)
             rows.append(
                 {
                     **QA(f"{e.id}#{i}", e.image, q, answer, e.label, kind).to_dict(),
