@@ -70,8 +70,6 @@ def run_synthesize(
     cfg = ctx.cfg.synthesize
     method = ctx.cfg.method
     settings = hashed_settings(cfg, {"prefer_cited": False, "answers": "model"})
-    if cfg.answers == "rule":  # earlier rule runs sampled every prompt, so their name-only answers differ
-        settings["generated"] = "name-only"
     fp = stage_fp({**settings, "method": method, "seed": ctx.cfg.seed}, *inputs_fp)
     stage = Stage(ctx.run_dir, "round_1/synthesize", fp)
     done = stage.done()
@@ -95,7 +93,8 @@ def run_synthesize(
                 for i, (e, kind, q) in enumerate(asks)
             ]
         concepts = {e.id: (bank[e.label] if method == "lge" else selected[e.id]) for e in chunk}
-        # With answers=rule only the name-only prompts need the model; the rest are written by rule.
+        # With answers=rule only the name-only prompts need the model. Sampling streams are keyed by
+        # (image, prompt), so leaving the others out changes none of the sampled answers.
         by_rule = [cfg.answers == "rule" and kind != "simple" and bool(concepts[e.id]) for e, kind, _ in asks]
         asked = [a for a, r in zip(asks, by_rule, strict=True) if not r]
         outs = iter(
