@@ -190,10 +190,11 @@ class SampleConfig:
     fallback: str = "label"  # label | drop | synth (the image's round-1 pair, else label)
     avoid_repeats: bool = True  # among candidates naming the label, prefer those repeating no phrase
     no_repeat_ngram: int = 0  # as synthesize.no_repeat_ngram
-    # > 0: each candidate's score loses this much per cited concept outside the image's Z* (0 = the paper)
-    outside_penalty: float = 0.0
-    # >= 0 (an extension): candidates citing more concepts outside the image's Z* are ineligible (-1: off)
-    max_outside: int = -1
+    outside_penalty: float = (
+        0.0  # > 0: a candidate's score loses this per cited concept outside Z* (0: paper)
+    )
+    max_outside: int = -1  # >= 0: candidates citing more concepts outside Z* are ineligible (-1: off)
+    cite_bonus: float = 0.0  # > 0: a candidate's score gains this per cited concept of Z* (0: the paper)
 
 
 @dataclass
@@ -283,6 +284,7 @@ _MINIMUMS = {
     "select.min_keep": 1,
     "sample.max_outside": -1,
     "sample.outside_penalty": 0,
+    "sample.cite_bonus": 0,
     "sample.temperature": 0,
     **dict.fromkeys(("describe.samples", "synthesize.samples", "sample.samples", "synthesize.questions"), 1),
 }

@@ -18,7 +18,7 @@ from selfsynth.models.backend import register_engine
 from selfsynth.records import Example
 from selfsynth.runs import stage_fp
 from selfsynth.stages.context import Context
-from selfsynth.stages.rs_score import outside_counts, penalized
+from selfsynth.stages.rs_score import penalized, zstar_counts
 from selfsynth.stages.sample import run_sample
 
 BANK = {
@@ -32,16 +32,14 @@ GROUNDED = "This is a Tern. It has a black cap and a forked tail."
 HALLUCINATED = "This is a Tern. It has a black cap, an orange beak and grey wings."
 
 
-def test_outside_counts_and_penalized_scores():
-    assert outside_counts([GROUNDED, HALLUCINATED, "This is a Tern."], Z_STAR, PHRASES, cite_phrases) == [
-        0,
-        2,
-        0,
-    ]
+def test_zstar_counts_and_penalized_scores():
+    inside, outside = zstar_counts([GROUNDED, HALLUCINATED, "This is a Tern."], Z_STAR, PHRASES, cite_phrases)
+    assert (inside, outside) == ([2, 1, 0], [0, 2, 0])
     assert penalized([1.5, 3.0, 0.0], [0, 2, 0], 1.0) == [1.5, 1.0, 0.0]
     assert penalized([1.5, 3.0], [0, 2], 0.0) == [1.5, 3.0]
+    assert penalized([1.5, 3.0, 0.0], outside, 1.0, inside, 0.5) == [2.5, 1.5, 0.0]
     # matched like the grounding metrics: case and punctuation do not make a concept "outside"
-    assert outside_counts([GROUNDED], ["Black cap", "forked-tail"], PHRASES, cite_phrases) == [0]
+    assert zstar_counts([GROUNDED], ["Black cap", "forked-tail"], PHRASES, cite_phrases) == ([2], [0])
 
 
 class Scripted:
@@ -70,14 +68,16 @@ class Encoder:
         return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
 
 
-def _sample(tmp_path, monkeypatch, penalty: float, cap: int = -1, fallback: str = "label"):
+def _sample(
+    tmp_path, monkeypatch, penalty: float, cap: int = -1, fallback: str = "label", bonus: float = 0.0
+):
     monkeypatch.setattr(backend, "_ENGINES", dict(backend._ENGINES))
     register_engine("scripted", lambda path, cfg, cache_dir: Scripted(path))
     cfg = RunConfig()
     cfg.data.kind, cfg.model.engine, cfg.select.tau = "birds", "scripted", 1.0
     cfg.sample.questions, cfg.sample.samples, cfg.sample.outside_penalty = 1, 2, penalty
-    cfg.sample.max_outside, cfg.sample.fallback = cap, fallback
-    run_dir = tmp_path / f"run-{penalty}-{cap}"
+    cfg.sample.max_outside, cfg.sample.fallback, cfg.sample.cite_bonus = cap, fallback, bonus
+    run_dir = tmp_path / f"run-{penalty}-{cap}-{bonus}"
     train = [Example("img1", "/img1.png", "Tern", "train")]
     ctx = Context(cfg=cfg, run_dir=run_dir, train=train, test=[], labels=list(BANK), progress=False)
     ctx._encoder = Encoder()
@@ -100,10 +100,27 @@ def test_the_penalty_turns_the_choice_to_the_grounded_candidate(tmp_path, monkey
 
 def test_no_penalty_keeps_the_fingerprint_it_had_before_the_setting(tmp_path, monkeypatch):
     cfg, _, fp, _ = _sample(tmp_path, monkeypatch, 0.0)
-    before = {k: v for k, v in asdict(cfg.sample).items() if k not in ("outside_penalty", "max_outside")}
+    later = ("outside_penalty", "max_outside", "cite_bonus")
+    before = {k: v for k, v in asdict(cfg.sample).items() if k not in later}
     settings = {**before, "method": "ours", "seed": cfg.seed, "tau": cfg.select.tau, "round": 2}
     assert fp == stage_fp(settings, "inputs")
     assert _sample(tmp_path, monkeypatch, 0.5)[2] != fp
+
+
+def test_the_cite_bonus_pays_for_each_concept_of_zstar_cited(tmp_path, monkeypatch):
+    _, (plain,), fp, raw = _sample(tmp_path, monkeypatch, 0.0)
+    gap = raw["scores"][1] - raw["scores"][0]
+    _, (kept,), fp_bonus, row = _sample(tmp_path, monkeypatch, 0.0, bonus=gap + 0.5)
+    assert row["inside"] == [2, 1] and row["outside"] == [0, 2]
+    assert row["scores"] == pytest.approx([raw["scores"][0] + 2 * (gap + 0.5), raw["scores"][1] + gap + 0.5])
+    assert plain.answer == HALLUCINATED and kept.answer == GROUNDED and fp_bonus != fp
+
+
+def test_a_negative_cite_bonus_is_refused():
+    cfg = RunConfig()
+    cfg.sample.cite_bonus = -0.5
+    with pytest.raises(ConfigError, match="cite_bonus"):
+        validate(cfg, require=())
 
 
 def test_a_cap_on_outside_concepts_makes_hallucinating_candidates_ineligible(tmp_path, monkeypatch):

@@ -15,12 +15,14 @@ of every class with Z* included, as the reference code did by mistake (kept for 
 
 An extension, off by default (``sample.outside_penalty`` = lambda > 0)::
 
-    score'(y) = score(y) - lambda * |cited(y) - Z*|
+    score'(y) = score(y) - lambda * |cited(y) - Z*| + mu * |cited(y) & Z*|
 
 where cited(y) are the concept phrases of ANY class that y cites (the dataset's citer, else
 ``metrics.grounding.cite_phrases``). The embedding score rewards an answer for being near Z*
 as a whole, so an answer that adds a concept the image does not show loses little; the
-penalty makes each concept outside Z* cost the same, whichever class it belongs to.
+penalty makes each concept outside Z* cost the same, whichever class it belongs to. The bonus
+(``sample.cite_bonus`` = mu, also off by default) pays for each concept of Z* cited, as the RL
+round's reward does: the embedding score does not grow with the number of right concepts named.
 """
 
 from __future__ import annotations
@@ -91,17 +93,28 @@ def split_by_zstar(cited: Sequence[str], selected: Sequence[str]) -> tuple[list[
     return inside, [c for c in cited if normalize(c) not in chosen]
 
 
-def outside_counts(
+def zstar_counts(
     candidates: Sequence[str],
     selected: Sequence[str],
     phrases: Sequence[str],
     citer: Callable[[str, list[str]], list[str]],
-) -> list[int]:
-    """Per candidate: how many of the ``phrases`` (every class's concepts) it cites that are not in Z*."""
+) -> tuple[list[int], list[int]]:
+    """Per candidate: how many of the ``phrases`` (every class's concepts) it cites (in Z*, outside Z*)."""
     pool = list(phrases)
-    return [len({normalize(c) for c in split_by_zstar(citer(t, pool), selected)[1]}) for t in candidates]
+    splits = [split_by_zstar(citer(t, pool), selected) for t in candidates]
+    return (
+        [len({normalize(c) for c in inside}) for inside, _ in splits],
+        [len({normalize(c) for c in outside}) for _, outside in splits],
+    )
 
 
-def penalized(scores: Sequence[float], outside: Sequence[int], penalty: float) -> list[float]:
-    """``score - penalty * outside`` per candidate (the module docstring's score')."""
-    return [float(s) - penalty * n for s, n in zip(scores, outside, strict=True)]
+def penalized(
+    scores: Sequence[float],
+    outside: Sequence[int],
+    penalty: float,
+    inside: Sequence[int] | None = None,
+    bonus: float = 0.0,
+) -> list[float]:
+    """``score - penalty * outside + bonus * inside`` per candidate (the module docstring's score')."""
+    ins = inside if inside is not None else [0] * len(outside)
+    return [float(s) - penalty * n + bonus * m for s, n, m in zip(scores, outside, ins, strict=True)]

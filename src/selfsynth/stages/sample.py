@@ -14,7 +14,8 @@ is (the no-filtering ablation). ``outside_penalty`` > 0 (an extension) lowers ea
 score per cited concept outside the image's Z* (``rs_score.penalized``); the rows then also
 record those counts (``outside``). ``max_outside`` >= 0 (an extension) makes a candidate citing
 more than that many concepts outside Z* ineligible, like one not naming the label, so such an
-image falls back (``fallback``) instead of training on a hallucinated part.
+image falls back (``fallback``) instead of training on a hallucinated part. ``cite_bonus`` > 0
+(an extension) raises each candidate's score per concept of Z* it cites (rows record ``inside``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from selfsynth.prompts import label_answer
 from selfsynth.records import QA, Example
 from selfsynth.runs import Stage, chunk_seed, hashed_settings, stage_fp
 from selfsynth.stages.context import Context
-from selfsynth.stages.rs_score import negatives, outside_counts, penalized, rs_score, rs_scores
+from selfsynth.stages.rs_score import negatives, penalized, rs_score, rs_scores, zstar_counts
 from selfsynth.text import label_in, names_label, repeated_phrase, without_repeats
 
 __all__ = ["rs_score", "rs_scores", "run_sample", "FALLBACK_QUESTION"]
@@ -53,7 +54,7 @@ def run_sample(
     """Rejection-sample round ``rnd``'s pairs; ``first_round`` (round 1's pairs) feeds ``fallback=synth``."""
     cfg = ctx.cfg.sample
     method = ctx.cfg.method
-    settings = hashed_settings(cfg, {"outside_penalty": 0.0, "max_outside": -1})  # both "off"
+    settings = hashed_settings(cfg, {"outside_penalty": 0.0, "max_outside": -1, "cite_bonus": 0.0})  # "off"
     fp = stage_fp(
         {**settings, "method": method, "seed": ctx.cfg.seed, "tau": ctx.cfg.select.tau, "round": rnd},
         *inputs_fp,
@@ -66,7 +67,8 @@ def run_sample(
     tau = ctx.cfg.select.tau
     penalty = cfg.outside_penalty if method != "nofilter" else 0.0  # nofilter never reads the scores
     cap = cfg.max_outside if method != "nofilter" else -1
-    citer = ctx.citer() if penalty or cap >= 0 else None
+    bonus = cfg.cite_bonus if method != "nofilter" else 0.0
+    citer = ctx.citer() if penalty or bonus or cap >= 0 else None
     phrases = list(dict.fromkeys(p for ps in bank.values() for p in ps))
 
     def work(c: int, chunk: Sequence[Example]) -> list[dict[str, Any]]:
@@ -122,8 +124,10 @@ def run_sample(
                 "scores": scores,
             }
             if citer is not None:
-                row["outside"] = outside_counts(cands, selected[e.id], phrases, citer)
-                row["scores"] = penalized(scores, row["outside"], penalty)
+                inside, row["outside"] = zstar_counts(cands, selected[e.id], phrases, citer)
+                if bonus:
+                    row["inside"] = inside
+                row["scores"] = penalized(scores, row["outside"], penalty, inside, bonus)
                 if cap >= 0:  # too many concepts the image was not found to show: not eligible
                     row["names_label"] = [ok and n <= cap for ok, n in zip(ok, row["outside"], strict=True)]
             rows.append(row)
