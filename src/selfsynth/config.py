@@ -190,9 +190,7 @@ class SampleConfig:
     fallback: str = "label"  # label | drop | synth (the image's round-1 pair, else label)
     avoid_repeats: bool = True  # among candidates naming the label, prefer those repeating no phrase
     no_repeat_ngram: int = 0  # as synthesize.no_repeat_ngram
-    outside_penalty: float = (
-        0.0  # > 0: a candidate's score loses this per cited concept outside Z* (0: paper)
-    )
+    outside_penalty: float = 0.0  # > 0: a candidate's score loses this per cited concept outside Z*
     max_outside: int = -1  # >= 0: candidates citing more concepts outside Z* are ineligible (-1: off)
     cite_bonus: float = 0.0  # > 0: a candidate's score gains this per cited concept of Z* (0: the paper)
 
