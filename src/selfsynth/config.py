@@ -134,8 +134,7 @@ class SynthesizeConfig:
     fallback: str = "drop"
     samples: int = 1  # answers per prompt (paper: 1), one shared prefill; see synthesize.pick_answer
     avoid_repeats: bool = True
-    # > 1: no run of this many generated tokens repeats (class names excepted); 0 = off (paper)
-    no_repeat_ngram: int = 0
+    no_repeat_ngram: int = 0  # > 1: no run of this many generated tokens repeats (class names excepted)
     # (an extension) among the answers that name the label, keep the one citing the most of the
     # prompt's concepts minus those it cites from outside them, instead of the first
     prefer_cited: bool = False
@@ -193,6 +192,7 @@ class SampleConfig:
     outside_penalty: float = 0.0  # > 0: a candidate's score loses this per cited concept outside Z*
     max_outside: int = -1  # >= 0: candidates citing more concepts outside Z* are ineligible (-1: off)
     cite_bonus: float = 0.0  # > 0: a candidate's score gains this per cited concept of Z* (0: the paper)
+    replay_first: bool = False  # (an extension) also train on round 1's explained answers every round
 
 
 @dataclass

@@ -15,7 +15,7 @@ from selfsynth.errors import ConfigError
 from selfsynth.metrics.grounding import cite_phrases
 from selfsynth.models import backend
 from selfsynth.models.backend import register_engine
-from selfsynth.records import Example
+from selfsynth.records import QA, Example
 from selfsynth.runs import stage_fp
 from selfsynth.stages.context import Context
 from selfsynth.stages.rs_score import penalized, zstar_counts
@@ -68,20 +68,23 @@ class Encoder:
         return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
 
 
-def _sample(
-    tmp_path, monkeypatch, penalty: float, cap: int = -1, fallback: str = "label", bonus: float = 0.0
-):
+def _sample(tmp_path, monkeypatch, penalty: float, cap=-1, fallback="label", bonus=0.0, replay=False):
     monkeypatch.setattr(backend, "_ENGINES", dict(backend._ENGINES))
     register_engine("scripted", lambda path, cfg, cache_dir: Scripted(path))
     cfg = RunConfig()
     cfg.data.kind, cfg.model.engine, cfg.select.tau = "birds", "scripted", 1.0
     cfg.sample.questions, cfg.sample.samples, cfg.sample.outside_penalty = 1, 2, penalty
     cfg.sample.max_outside, cfg.sample.fallback, cfg.sample.cite_bonus = cap, fallback, bonus
-    run_dir = tmp_path / f"run-{penalty}-{cap}-{bonus}"
+    cfg.sample.replay_first = replay
+    run_dir = tmp_path / f"run-{penalty}-{cap}-{bonus}-{replay}"
     train = [Example("img1", "/img1.png", "Tern", "train")]
     ctx = Context(cfg=cfg, run_dir=run_dir, train=train, test=[], labels=list(BANK), progress=False)
     ctx._encoder = Encoder()
-    accepted, fp = run_sample(ctx, 2, "model", {"img1": Z_STAR}, BANK, "inputs")
+    first = [
+        QA("img1#0", "/img1.png", "Which species?", "This is a Tern.", "Tern", "simple"),
+        QA("img1#1", "/img1.png", "Explain.", GROUNDED, "Tern", "explain"),
+    ]
+    accepted, fp = run_sample(ctx, 2, "model", {"img1": Z_STAR}, BANK, "inputs", first_round=first)
     (row,) = [
         json.loads(x) for x in (run_dir / "round_2" / "sample" / "part-00000.jsonl").read_text().splitlines()
     ]
@@ -100,7 +103,7 @@ def test_the_penalty_turns_the_choice_to_the_grounded_candidate(tmp_path, monkey
 
 def test_no_penalty_keeps_the_fingerprint_it_had_before_the_setting(tmp_path, monkeypatch):
     cfg, _, fp, _ = _sample(tmp_path, monkeypatch, 0.0)
-    later = ("outside_penalty", "max_outside", "cite_bonus")
+    later = ("outside_penalty", "max_outside", "cite_bonus", "replay_first")
     before = {k: v for k, v in asdict(cfg.sample).items() if k not in later}
     settings = {**before, "method": "ours", "seed": cfg.seed, "tau": cfg.select.tau, "round": 2}
     assert fp == stage_fp(settings, "inputs")
@@ -114,6 +117,16 @@ def test_the_cite_bonus_pays_for_each_concept_of_zstar_cited(tmp_path, monkeypat
     assert row["inside"] == [2, 1] and row["outside"] == [0, 2]
     assert row["scores"] == pytest.approx([raw["scores"][0] + 2 * (gap + 0.5), raw["scores"][1] + gap + 0.5])
     assert plain.answer == HALLUCINATED and kept.answer == GROUNDED and fp_bonus != fp
+
+
+def test_replay_adds_round_one_explained_answers_to_the_round(tmp_path, monkeypatch):
+    _, (won,), fp, _ = _sample(tmp_path, monkeypatch, 0.0)
+    _, pairs, fp_replay, _ = _sample(tmp_path, monkeypatch, 0.0, replay=True)
+    assert [(q.id, q.answer, q.kind) for q in pairs] == [
+        (won.id, won.answer, won.kind),
+        ("r1:img1#1", GROUNDED, "explain"),  # the name-only round-1 answer is not replayed
+    ]
+    assert fp_replay != fp
 
 
 def test_a_negative_cite_bonus_is_refused():

@@ -16,6 +16,8 @@ record those counts (``outside``). ``max_outside`` >= 0 (an extension) makes a c
 more than that many concepts outside Z* ineligible, like one not naming the label, so such an
 image falls back (``fallback``) instead of training on a hallucinated part. ``cite_bonus`` > 0
 (an extension) raises each candidate's score per concept of Z* it cites (rows record ``inside``).
+``replay_first`` (an extension) adds round 1's explained answers to every later round's pairs:
+each round otherwise learns only from its own samples, which cite fewer concepts than round 1's.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -54,7 +57,8 @@ def run_sample(
     """Rejection-sample round ``rnd``'s pairs; ``first_round`` (round 1's pairs) feeds ``fallback=synth``."""
     cfg = ctx.cfg.sample
     method = ctx.cfg.method
-    settings = hashed_settings(cfg, {"outside_penalty": 0.0, "max_outside": -1, "cite_bonus": 0.0})  # "off"
+    unhashed = {"outside_penalty": 0.0, "max_outside": -1, "cite_bonus": 0.0, "replay_first": False}  # off
+    settings = hashed_settings(cfg, unhashed)
     fp = stage_fp(
         {**settings, "method": method, "seed": ctx.cfg.seed, "tau": ctx.cfg.select.tau, "round": rnd},
         *inputs_fp,
@@ -137,6 +141,7 @@ def run_sample(
         ctx.train, ctx.cfg.chunk_size, work, desc=f"sample r{rnd}", progress=ctx.progress and not done
     )
     accepted = accept(rows, method, cfg.fallback, cfg.avoid_repeats, first_round)
+    extra = replayed(first_round) if cfg.replay_first else []
     if not done:
         write_jsonl(stage.dir / "accepted.jsonl", [a.to_dict() for a in accepted])
         n_fb = sum(a.kind == "fallback" for a in accepted)
@@ -146,8 +151,9 @@ def run_sample(
             fallback=n_fb,
             candidates=sum(len(r["candidates"]) for r in rows),
             label_rate=round(float(np.mean([x for r in rows for x in r["names_label"]] or [0])), 4),
+            replayed=len(extra),
         )
-    return accepted, fp
+    return accepted + extra, fp
 
 
 def accept(
@@ -198,6 +204,11 @@ def accept(
                 QA(r["id"], r["image"], FALLBACK_QUESTION, label_answer(r["label"]), r["label"], "fallback")
             )
     return out
+
+
+def replayed(first_round: Sequence[QA]) -> list[QA]:
+    """Round 1's explained answers (``replay_first``), under ids of their own beside this round's."""
+    return [replace(q, id=f"r1:{q.id}") for q in first_round if q.kind in ("explain", "cot")]
 
 
 def _first_pairs(pairs: Sequence[QA]) -> dict[str, QA]:
