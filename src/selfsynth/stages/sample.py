@@ -54,7 +54,8 @@ def run_sample(
     *inputs_fp: str,
     first_round: Sequence[QA] = (),
 ) -> tuple[list[QA], str]:
-    """Rejection-sample round ``rnd``'s pairs; ``first_round`` (round 1's pairs) feeds ``fallback=synth``."""
+    """Rejection-sample round ``rnd``'s pairs; ``first_round`` (round 1's pairs) feeds ``fallback=synth``
+    and ``replay_first``."""
     cfg = ctx.cfg.sample
     method = ctx.cfg.method
     unhashed = {"outside_penalty": 0.0, "max_outside": -1, "cite_bonus": 0.0, "replay_first": False}  # off
