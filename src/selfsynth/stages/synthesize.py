@@ -31,7 +31,7 @@ from selfsynth.prompts import NOUNS, cited_answer, concept_prompt, label_answer
 from selfsynth.records import QA, Example
 from selfsynth.runs import Stage, chunk_seed, hashed_settings, stage_fp
 from selfsynth.stages.context import Context
-from selfsynth.stages.rs_score import split_by_zstar
+from selfsynth.stages.rs_score import zstar_counts
 from selfsynth.text import names_label, repeated_phrase, without_repeats
 
 log = logging.getLogger(__name__)
@@ -121,8 +121,8 @@ def run_synthesize(
                 texts = [t.strip() for t in next(outs)]
                 grounded = None
                 if cfg.prefer_cited:
-                    splits = [split_by_zstar(citer(t, phrases), concepts[e.id]) for t in texts]
-                    grounded = [len(set(inside)) - len(set(outside)) for inside, outside in splits]
+                    inside, outside = zstar_counts(texts, concepts[e.id], phrases, citer)
+                    grounded = [i - o for i, o in zip(inside, outside, strict=True)]
                 answer, named, repaired = pick_answer(texts, e.label, ctx.labels, cfg.avoid_repeats, grounded)
             rows.append(
                 {
