@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from selfsynth.config_files import merge, read_yaml
 from selfsynth.config_rl import RLConfig, check_rl
 from selfsynth.errors import ConfigError
 
@@ -380,30 +381,6 @@ def parse_overrides(items: typing.Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: config file not found")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{p}{line}: not valid YAML ({getattr(e, 'problem', e)})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: the top level must be a mapping of settings")
-    return data
-
-
 def setting(cfg: Any, dotted: str) -> Any:
     for part in dotted.split("."):
         cfg = getattr(cfg, part)
@@ -444,7 +421,7 @@ def load_config(
     *,
     require: typing.Sequence[str] = _REQUIRED,
 ) -> RunConfig:
-    """Defaults < YAML file < ``key=value`` overrides, strictly checked."""
+    """Defaults < YAML file (and the files it extends) < ``key=value`` overrides, strictly checked."""
     data = read_yaml(path) if path else {}
     data = merge(data, parse_overrides(overrides))
     return validate(from_dict(RunConfig, data), require=require)

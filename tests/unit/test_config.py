@@ -5,8 +5,8 @@ from selfsynth.config import RunConfig, load_config, parse_overrides
 from selfsynth.errors import ConfigError
 
 
-def write(tmp_path, text):
-    p = tmp_path / "c.yaml"
+def write(tmp_path, text, name="c.yaml"):
+    p = tmp_path / name
     p.write_text(text)
     return p
 
@@ -88,3 +88,53 @@ def test_cli_env_and_errors(capsys, tmp_path):
     assert main(["run", str(p), "--run-dir", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("selfsynth: error: unknown setting 'bogus'") and "Traceback" not in err
+
+
+def test_extends_layers_a_recipe_on_its_parent(tmp_path):
+    write(tmp_path, "rounds: 3\nselect:\n  k: 0.5\n  min_keep: 2\n", name="base.yaml")
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    child = write(sub, "extends: ../base.yaml\nselect:\n  min_keep: 5\n", name="child.yaml")
+    cfg = load_config(child, ["rounds=2"], require=())
+    # the child's key wins, the parent's sibling key stays, the command line wins over both
+    assert (cfg.select.min_keep, cfg.select.k, cfg.rounds) == (5, 0.5, 2)
+
+
+def test_extends_loop_missing_parent_and_bad_value(tmp_path):
+    a = write(tmp_path, "extends: b.yaml\n", name="a.yaml")
+    write(tmp_path, "extends: a.yaml\n", name="b.yaml")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_config(a, require=())
+    c = write(tmp_path, "extends: nowhere.yaml\n", name="c.yaml")
+    with pytest.raises(ConfigError, match="nowhere.yaml: config file not found"):
+        load_config(c, require=())
+    d = write(tmp_path, "extends: [a.yaml]\n", name="d.yaml")
+    with pytest.raises(ConfigError, match="'extends' must be the path"):
+        load_config(d, require=())
+
+
+def test_the_grounded_world_recipe_changes_only_what_it_names():
+    from pathlib import Path
+
+    from selfsynth.config import to_dict
+
+    configs = Path(__file__).parents[2] / "configs"
+    base = to_dict(load_config(configs / "world.yaml", require=()))
+    grounded = to_dict(load_config(configs / "world_grounded.yaml", require=()))
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    base, grounded = flat(base), flat(grounded)
+    changed = {k for k in grounded if grounded[k] != base[k]}
+    assert changed == {
+        "name",
+        "select.min_keep",
+        "synthesize.answers",
+        "sample.max_new_tokens",
+        "sample.replay_first",
+        "evaluate.max_new_tokens",
+    }
