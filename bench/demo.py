@@ -10,6 +10,7 @@ its seconds and the ratio per phase. Name the CPU next to any figure you quote.
     .venv/bin/python bench/demo.py --out demo-now
     .venv/bin/python bench/demo.py --out demo-now --baseline demo-before --empty-cache
     .venv/bin/python bench/demo.py --report demo-now --baseline demo-before   # no run: tables only
+    .venv/bin/python bench/demo.py --out demo-grounded --config configs/world_grounded.yaml --baseline demo-now
 """
 
 from __future__ import annotations
@@ -88,19 +89,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--empty-cache", action="store_true", help="build the base model into a fresh cache (timed as phases)"
     )
+    p.add_argument("--config", help="recipe passed to selfsynth demo (default: its own, configs/world.yaml)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="passed to selfsynth demo")
     args = p.parse_args(argv)
     if bool(args.out) == bool(args.report):
         p.error("give --out (run and time a demo) or --report (an existing one)")
+    extra = ["--config", str(Path(args.config).resolve())] if args.config else []
+    extra += args.overrides
     if args.out:
         out = Path(args.out).resolve()
         if out.exists():
             p.error(f"{out} exists; a timing needs a fresh folder")
         if args.empty_cache:
             with tempfile.TemporaryDirectory() as cache:
-                run_demo(out, Path(cache), args.overrides)
+                run_demo(out, Path(cache), extra)
         else:
-            run_demo(out, None, args.overrides)
+            run_demo(out, None, extra)
     demo = Path(args.out or args.report).resolve()
     before = phases(Path(args.baseline).resolve()) if args.baseline else None
     print(table(phases(demo), before))
