@@ -44,10 +44,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     layers = []
     while True:
-        if p.resolve() in chain:
-            names = " -> ".join(str(c) for c in [*chain, p.resolve()])
+        here = p.resolve()
+        if here in chain:
+            names = " -> ".join(str(c) for c in [*chain, here])
             raise ConfigError(f"{path}: 'extends' loops back ({names}); remove one link")
-        chain.append(p.resolve())
+        chain.append(here)
         data = _load(p)
         parent = data.pop("extends", None)
         layers.append(data)

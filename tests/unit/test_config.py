@@ -117,18 +117,11 @@ def test_the_grounded_world_recipe_changes_only_what_it_names():
     from pathlib import Path
 
     from selfsynth.config import to_dict
+    from selfsynth.tracking.base import flat
 
     configs = Path(__file__).parents[2] / "configs"
-    base = to_dict(load_config(configs / "world.yaml", require=()))
-    grounded = to_dict(load_config(configs / "world_grounded.yaml", require=()))
-
-    def flat(d, prefix=""):
-        out = {}
-        for k, v in d.items():
-            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-        return out
-
-    base, grounded = flat(base), flat(grounded)
+    base = flat(to_dict(load_config(configs / "world.yaml", require=())))
+    grounded = flat(to_dict(load_config(configs / "world_grounded.yaml", require=())))
     changed = {k for k in grounded if grounded[k] != base[k]}
     assert changed == {
         "name",

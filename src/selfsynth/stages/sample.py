@@ -40,6 +40,7 @@ from selfsynth.text import label_in, names_label, repeated_phrase, without_repea
 
 __all__ = ["rs_score", "rs_scores", "run_sample", "FALLBACK_QUESTION"]
 log = logging.getLogger(__name__)
+EXPLAINED = ("explain", "cot")  # the question kinds whose answers explain: sampled, and replayed
 FALLBACK_QUESTION = "What is this?"
 # sample.fallback: what a question gets when no candidate names the label
 FALLBACKS = ("label", "drop", "synth")
@@ -79,9 +80,7 @@ def run_sample(
     def work(c: int, chunk: Sequence[Example]) -> list[dict[str, Any]]:
         rng = random.Random(chunk_seed(ctx.cfg.seed, f"sample-{rnd}", c))
         asks = [
-            (e, kind, q)
-            for e in chunk
-            for kind, q in ctx.pools.draw(rng, cfg.questions, kinds=("explain", "cot"))
+            (e, kind, q) for e in chunk for kind, q in ctx.pools.draw(rng, cfg.questions, kinds=EXPLAINED)
         ]
         outs = ctx.vlm(model_path).generate(
             [e.image for e, _, _ in asks],
@@ -209,7 +208,7 @@ def accept(
 
 def replayed(first_round: Sequence[QA]) -> list[QA]:
     """Round 1's explained answers (``replay_first``), under ids of their own beside this round's."""
-    return [replace(q, id=f"r1:{q.id}") for q in first_round if q.kind in ("explain", "cot")]
+    return [replace(q, id=f"r1:{q.id}") for q in first_round if q.kind in EXPLAINED]
 
 
 def _first_pairs(pairs: Sequence[QA]) -> dict[str, QA]:
