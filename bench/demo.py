@@ -26,6 +26,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from selfsynth.cache import default_cache_root
+
 STAGES = ("concepts", "describe", "select", "synthesize", "finetune", "sample", "evaluate")
 
 
@@ -59,8 +61,10 @@ def run_demo(out: Path, cache: Path | None, extra: list[str]) -> None:
     wall = time.time() - t
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB on Linux
     build = {}
-    if cache is not None:
-        for manifest in cache.glob("base-*/build_manifest.json"):
+    # Only a build made during this run is one of its phases; an older cached one is not.
+    root = Path(cache) if cache is not None else default_cache_root()
+    for manifest in root.glob("base-*/build_manifest.json"):
+        if manifest.stat().st_mtime >= t:
             build = json.loads(manifest.read_text(encoding="utf-8")).get("timings", {})
     record = {"wall_s": round(wall, 1), "peak_rss_gb": round(peak, 2), "build": build}
     (out / "bench_demo.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -89,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--empty-cache", action="store_true", help="build the base model into a fresh cache (timed as phases)"
     )
+    p.add_argument(
+        "--cache",
+        help="cache folder for the child (SELFSYNTH_CACHE); kept afterwards, so an empty one builds the base "
+        "once, timed as phases, for later runs",
+    )
     p.add_argument("--config", help="recipe passed to selfsynth demo (default: its own, configs/world.yaml)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="passed to selfsynth demo")
     args = p.parse_args(argv)
@@ -100,11 +109,13 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out).resolve()
         if out.exists():
             p.error(f"{out} exists; a timing needs a fresh folder")
+        if args.empty_cache and args.cache:
+            p.error("give --empty-cache (a throwaway cache) or --cache DIR, not both")
         if args.empty_cache:
             with tempfile.TemporaryDirectory() as cache:
                 run_demo(out, Path(cache), extra)
         else:
-            run_demo(out, None, extra)
+            run_demo(out, Path(args.cache).resolve() if args.cache else None, extra)
     demo = Path(args.out or args.report).resolve()
     before = phases(Path(args.baseline).resolve()) if args.baseline else None
     print(table(phases(demo), before))

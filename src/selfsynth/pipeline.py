@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from selfsynth.config import RunConfig, setting, to_dict
 from selfsynth.distributed import is_main, main_first, sharded, together
 from selfsynth.io import file_digest, fingerprint, write_json
+from selfsynth.runs import used_stage_seconds
 from selfsynth.stages.context import Context
 
 if TYPE_CHECKING:
@@ -209,7 +210,10 @@ def _loop(cfg: RunConfig, run_dir: Path, tracker: RunTracker, progress: bool) ->
         results["rl"] = {**metrics, "training": rl_info}
         ctx.release_vlm()
         _save(run_dir, results)
-    results["seconds"] = round(time.time() - t0, 1)
+    results["seconds"] = round(time.time() - t0, 1)  # this invocation
+    results["stage_seconds"] = round(
+        used_stage_seconds(run_dir), 1
+    )  # every stage's own run, resumes included
     _save(run_dir, results)
     if is_main():
         from selfsynth.report import write_report

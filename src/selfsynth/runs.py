@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 MANIFEST = "_manifest.json"
 LOCK = ".lock"
 T = TypeVar("T")
+# run dir -> the stages this process finished or found done there, for results' stage_seconds
+_USED: dict[Path, set[str]] = {}
 
 
 class Stage:
@@ -58,7 +60,13 @@ class Stage:
 
     def done(self) -> bool:
         m = self.manifest()
-        return m is not None and m.get("fingerprint") == self.fp
+        ok = m is not None and m.get("fingerprint") == self.fp
+        if ok:
+            self._mark_used()
+        return ok
+
+    def _mark_used(self) -> None:
+        _USED.setdefault(self.run_dir.resolve(), set()).add(self.name)
 
     def begin(self) -> Stage:
         """Prepare the folder; stale work from other settings is cleared, matching chunks are kept.
@@ -98,6 +106,7 @@ class Stage:
         }
         write_json(self.manifest_path, manifest)
         (self.dir / "_progress.json").unlink(missing_ok=True)
+        self._mark_used()
         return manifest
 
     def chunks(
@@ -268,6 +277,22 @@ def stage_fingerprint(run_dir: str | Path, name: str) -> str | None:
         return manifest.get("fingerprint")
     progress = folder / "_progress.json"
     return _fingerprint_in(progress) if progress.is_file() else None
+
+
+def used_stage_seconds(run_dir: str | Path) -> float:
+    """Seconds the stages this process finished or reused in ``run_dir`` took when they ran.
+
+    A resumed run reuses stages an earlier invocation finished; their manifests keep what they
+    cost, so this is the run's compute however many invocations made it. Stages of other settings
+    left in the folder are not counted.
+    """
+    root = Path(run_dir)
+    total = 0.0
+    for name in _USED.get(root.resolve(), ()):
+        m = Stage(root, name, "").manifest() or {}
+        if isinstance(m.get("seconds"), (int, float)):
+            total += m["seconds"]
+    return total
 
 
 def iter_manifests(run_dir: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -8,7 +8,15 @@ import pytest
 
 from selfsynth.errors import SelfsynthError
 from selfsynth.io import read_jsonl
-from selfsynth.runs import RunLock, Stage, chunk_seed, iter_manifests, part_mismatch, stage_fp
+from selfsynth.runs import (
+    RunLock,
+    Stage,
+    chunk_seed,
+    iter_manifests,
+    part_mismatch,
+    stage_fp,
+    used_stage_seconds,
+)
 
 RECIPE = str(Path(__file__).parents[2] / "configs" / "world.yaml")
 
@@ -25,6 +33,22 @@ def test_stage_skip_and_fingerprint_change(tmp_path):
     changed.begin()  # stale outputs of other settings are cleared
     assert not (changed.dir / "out.txt").exists()
     assert [name for name, _ in iter_manifests(tmp_path)] == []
+
+
+def test_stage_seconds_count_reused_stages_and_not_stale_ones(tmp_path):
+    from selfsynth.io import write_json
+
+    for name, fp, seconds in (("a", "fa", 100.0), ("b", "fb", 20.0), ("old", "fo", 7.0)):
+        Stage(tmp_path, name, fp).begin()
+        write_json(tmp_path / name / "_manifest.json", {"stage": name, "fingerprint": fp, "seconds": seconds})
+    # a second invocation (a resume): "a" is reused, "b" has other settings now and runs again
+    assert Stage(tmp_path, "a", "fa").done()
+    redo = Stage(tmp_path, "b", "fb2")
+    assert not redo.done()
+    redo.begin()
+    redo.finish()
+    assert 100.0 <= used_stage_seconds(tmp_path) < 101.0  # "old" was never used by this run
+    assert used_stage_seconds(tmp_path / "elsewhere") == 0.0
 
 
 def test_chunks_resume_only_missing(tmp_path):

@@ -231,17 +231,22 @@ def build_processor(tokenizer: Any, image_size: int, patch_size: int = 32) -> An
     )
 
 
-def ensure_base_model(cache_dir: str | Path | None = None, **settings: Any) -> Path:
+def ensure_base_model(cache_dir: str | Path | None = None, *, progress: bool = True, **settings: Any) -> Path:
     """The cached base model for ``settings`` (built first if missing): ``<cache>/base-<fingerprint>``."""
     s = settings_from(**settings)
     out = Path(cache_dir) if cache_dir else default_cache_root()
     out = out / f"base-{s.fingerprint()}"
-    build_base_model(out, s)
+    build_base_model(out, s, progress=progress)
     return out
 
 
 def build_base_model(
-    out: str | Path, settings: BaseSettings | None = None, *, force: bool = False, threads: int = 2
+    out: str | Path,
+    settings: BaseSettings | None = None,
+    *,
+    force: bool = False,
+    threads: int = 2,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Build (or resume, or find cached) the base model in ``out``; returns the manifest."""
     import torch
@@ -273,7 +278,7 @@ def build_base_model(
     if threads > 0:
         torch.set_num_threads(threads)
     try:
-        manifest = _build(out, work, s)
+        manifest = _build(out, work, s, progress=progress)
     finally:
         torch.set_num_threads(old_threads)
     write_json(out / MANIFEST, manifest)  # last: its presence means "done"
@@ -291,7 +296,7 @@ def _claim_work_dir(work: Path, fp: str) -> None:
     stamp.write_text(fp + "\n")
 
 
-def _build(out: Path, work: Path, s: BaseSettings) -> dict[str, Any]:
+def _build(out: Path, work: Path, s: BaseSettings, *, progress: bool = True) -> dict[str, Any]:
     import torch
 
     from selfsynth.basevlm import corpus as base_data
@@ -301,7 +306,7 @@ def _build(out: Path, work: Path, s: BaseSettings) -> dict[str, Any]:
 
     t0 = time.time()
     timings: dict[str, float] = {}
-    world = base_data.ensure_world(work / "world", s)
+    world = base_data.ensure_world(work / "world", s, progress=progress)
     timings["world_s"] = round(time.time() - t0, 1)
 
     t = time.time()
@@ -335,6 +340,7 @@ def _build(out: Path, work: Path, s: BaseSettings) -> dict[str, Any]:
             base_data.LazyImages([r.image for r in records]),
             dtype=torch.float16,
             bf16=encode_bf16,
+            progress=progress,
         )
         tmp = feats_path.with_name("features.pt.tmp")
         torch.save(feats, tmp)
@@ -359,6 +365,7 @@ def _build(out: Path, work: Path, s: BaseSettings) -> dict[str, Any]:
             avoid=base_data.species_label_set(world),
         ),
         checkpoint=work / "checkpoint.pt",
+        progress=progress,
     )
     timings["pretrain_s"] = round(result.seconds, 1)
 

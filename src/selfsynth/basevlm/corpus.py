@@ -86,7 +86,7 @@ class LazyImages(Sequence):
             return im.convert("RGB")
 
 
-def ensure_world(out: Path, s: Any) -> Path:
+def ensure_world(out: Path, s: Any, *, progress: bool = True) -> Path:
     """Draw the pretraining world into ``out`` unless it is complete (world.json is written last)."""
     from selfsynth.data.world import make_world
     from selfsynth.data.world.make import draw_workers
@@ -100,7 +100,7 @@ def ensure_world(out: Path, s: Any) -> Path:
             species_seed=s.species_seed,
             image_seed=s.image_seed,
             size=s.image_size,
-            progress=True,
+            progress=progress,
             workers=draw_workers(),
         )
     return out

@@ -93,6 +93,7 @@ def encode_images(
     dtype: torch.dtype = torch.float32,
     bf16: bool = False,
     desc: str = "encoding images",
+    progress: bool = True,
 ) -> torch.Tensor:
     """Frozen-tower features ``[N, tokens, hidden]`` for PIL images, via the processor's pixels.
 
@@ -103,7 +104,9 @@ def encode_images(
     """
     tower = model.model.vision_tower
     out: torch.Tensor | None = None
-    for i in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", leave=False):
+    for i in tqdm(
+        range(0, len(images), batch_size), desc=desc, unit="batch", leave=False, disable=not progress
+    ):
         pix = processor.image_processor(images=list(images[i : i + batch_size]), return_tensors="pt")[
             "pixel_values"
         ]
@@ -264,6 +267,7 @@ def pretrain(
     text: Sequence[Triple] = (),
     checkpoint: str | Path | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    progress: bool = True,
 ) -> TrainResult:
     """Train projector + decoder in place (resuming from ``checkpoint``).
 
@@ -327,7 +331,9 @@ def pretrain(
     text_lengths = [len(ids) for ids, _ in text_rows]
     warm_stream = _Stream(text_lengths, settings.text_batch_size or settings.batch_size, settings.seed + 1)
     mix_stream = _Stream(text_lengths, max(1, mix), settings.seed + 2)
-    bar = tqdm(range(start, total), desc="pretraining", unit="step", initial=start, total=total)
+    bar = tqdm(
+        range(start, total), desc="pretraining", unit="step", initial=start, total=total, disable=not progress
+    )
     bf16 = next(model.parameters()).device.type == "cpu" and cpu_bf16(settings.cpu_precision)
     multiple = PAD_MULTIPLE_BF16 if bf16 else 1  # bounded oneDNN kernel cache (see devices.PAD_MULTIPLE_BF16)
     rows_multiple = 4 * multiple  # supervised tokens per batch, for the vocabulary projection

@@ -89,6 +89,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument(
         "--force", action="store_true", help="rebuild even if --out holds a build of other settings"
     )
+    b.add_argument("--no-progress", action="store_true", help="no progress bars")
     b.set_defaults(func=run)
 
     e = verbs.add_parser(
@@ -111,7 +112,9 @@ def _build(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k) for k in _BUILD_FLAGS if getattr(args, k) is not None}
     settings = settings_from(**overrides)
     out = Path(args.out) if args.out else default_cache_root() / f"base-{settings.fingerprint()}"
-    manifest = build_base_model(out, settings, force=args.force, threads=args.threads)
+    manifest = build_base_model(
+        out, settings, force=args.force, threads=args.threads, progress=not args.no_progress
+    )
     print(f"base model: {out}")
     print(
         f"fingerprint {manifest['fingerprint']}; {manifest['parameters']:,} parameters "

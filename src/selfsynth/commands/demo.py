@@ -63,7 +63,7 @@ def _demo(args: argparse.Namespace, out: Path) -> int:
     info = read_json(world / "world.json")
     print(f"world: {len(info.get('species', []))} species; difficulty {info.get('difficulty')}", flush=True)
     print("base model: building or loading from cache ...", flush=True)
-    base = ensure_base_model(cache_dir=args.base_cache)
+    base = ensure_base_model(cache_dir=args.base_cache, progress=not args.no_progress)
     print(f"base model: {base}", flush=True)
     config = Path(args.config) if args.config else recipes_dir() / "world.yaml"
     if not config.is_file():

@@ -119,7 +119,8 @@ def load_run(run_dir: str | Path) -> RunData:
         config=config,
         base=base or None,
         rounds=[rounds[k] for k in sorted(rounds)],
-        seconds=results.get("seconds"),
+        # the stages' own seconds: an invocation that resumed a finished run took only its last part
+        seconds=results.get("stage_seconds", results.get("seconds")),
         final_model=results.get("final_model"),
         general=general,
         skipped=list(results.get("data_skipped") or []),
