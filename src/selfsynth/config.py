@@ -194,7 +194,6 @@ class SampleConfig:
     max_outside: int = -1  # >= 0: candidates citing more concepts outside Z* are ineligible (-1: off)
     cite_bonus: float = 0.0  # > 0: a candidate's score gains this per cited concept of Z* (0: the paper)
     replay_first: bool = False  # (an extension) also train on round 1's explained answers every round
-    replay_once: bool = False  # with replay_first: a fallback repeating a replayed pair trains once
 
 
 @dataclass
@@ -412,8 +411,6 @@ def validate(cfg: RunConfig, *, require: typing.Sequence[str] = _REQUIRED) -> Ru
     image_col, label_col = cfg.data.image_column, cfg.data.label_column
     if not image_col or not label_col or image_col == label_col:
         raise ConfigError("data.image_column and data.label_column must name two different columns")
-    if cfg.sample.replay_once and not cfg.sample.replay_first:
-        raise ConfigError("sample.replay_once=true needs sample.replay_first=true (it dedupes the replay)")
     check_rl(cfg.rl, cfg.method)
     return cfg
 

@@ -68,23 +68,21 @@ class Encoder:
         return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
 
 
-def _sample(
-    tmp_path, monkeypatch, penalty: float, cap=-1, fallback="label", bonus=0.0, replay=False, once=False
-):
+def _sample(tmp_path, monkeypatch, penalty: float, cap=-1, fallback="label", bonus=0.0, replay=False):
     monkeypatch.setattr(backend, "_ENGINES", dict(backend._ENGINES))
     register_engine("scripted", lambda path, cfg, cache_dir: Scripted(path))
     cfg = RunConfig()
     cfg.data.kind, cfg.model.engine, cfg.select.tau = "birds", "scripted", 1.0
     cfg.sample.questions, cfg.sample.samples, cfg.sample.outside_penalty = 1, 2, penalty
     cfg.sample.max_outside, cfg.sample.fallback, cfg.sample.cite_bonus = cap, fallback, bonus
-    cfg.sample.replay_first, cfg.sample.replay_once = replay, once
-    run_dir = tmp_path / f"run-{penalty}-{cap}-{fallback}-{bonus}-{replay}-{once}"
+    cfg.sample.replay_first = replay
+    run_dir = tmp_path / f"run-{penalty}-{cap}-{bonus}-{replay}"
     train = [Example("img1", "/img1.png", "Tern", "train")]
     ctx = Context(cfg=cfg, run_dir=run_dir, train=train, test=[], labels=list(BANK), progress=False)
     ctx._encoder = Encoder()
-    first = [  # fallback=synth takes the explained one: the first pair of the image naming its label
-        QA("img1#1", "/img1.png", "Explain.", GROUNDED, "Tern", "explain"),
+    first = [
         QA("img1#0", "/img1.png", "Which species?", "This is a Tern.", "Tern", "simple"),
+        QA("img1#1", "/img1.png", "Explain.", GROUNDED, "Tern", "explain"),
     ]
     accepted, fp = run_sample(ctx, 2, "model", {"img1": Z_STAR}, BANK, "inputs", first_round=first)
     (row,) = [
@@ -105,7 +103,7 @@ def test_the_penalty_turns_the_choice_to_the_grounded_candidate(tmp_path, monkey
 
 def test_no_penalty_keeps_the_fingerprint_it_had_before_the_setting(tmp_path, monkeypatch):
     cfg, _, fp, _ = _sample(tmp_path, monkeypatch, 0.0)
-    later = ("outside_penalty", "max_outside", "cite_bonus", "replay_first", "replay_once")
+    later = ("outside_penalty", "max_outside", "cite_bonus", "replay_first")
     before = {k: v for k, v in asdict(cfg.sample).items() if k not in later}
     settings = {**before, "method": "ours", "seed": cfg.seed, "tau": cfg.select.tau, "round": 2}
     assert fp == stage_fp(settings, "inputs")
@@ -129,28 +127,6 @@ def test_replay_adds_round_one_explained_answers_to_the_round(tmp_path, monkeypa
         ("r1:img1#1", GROUNDED, "explain"),  # the name-only round-1 answer is not replayed
     ]
     assert fp_replay != fp
-
-
-def test_replay_once_trains_a_fallback_that_repeats_the_replay_once(tmp_path, monkeypatch):
-    monkeypatch.setattr(
-        Scripted, "generate", lambda self, images, prompts, n=1, **kw: [[HALLUCINATED] * n for _ in prompts]
-    )
-    _, twice, fp, _ = _sample(tmp_path, monkeypatch, 0.0, cap=1, fallback="synth", replay=True)
-    assert [(q.answer, q.kind) for q in twice] == [(GROUNDED, "fallback"), (GROUNDED, "explain")]
-    _, once, fp_once, _ = _sample(tmp_path, monkeypatch, 0.0, cap=1, fallback="synth", replay=True, once=True)
-    assert [(q.id, q.answer, q.kind) for q in once] == [("r1:img1#1", GROUNDED, "explain")]
-    assert fp_once != fp  # the pairs differ, so fine-tuning on them must not be reused
-    manifest = json.loads(
-        (tmp_path / "run-0.0-1-synth-0.0-True-True/round_2/sample/_manifest.json").read_text()
-    )
-    assert manifest["trained_once"] == 1 and manifest["fallback"] == 1
-    # a sampled winner is new data, never a copy of the replay: it stays
-    _, kept, _, _ = _sample(tmp_path, monkeypatch, 0.0, cap=2, fallback="synth", replay=True, once=True)
-    assert [(q.answer, q.kind) for q in kept] == [(HALLUCINATED, "cot"), (GROUNDED, "explain")]
-    cfg = RunConfig()
-    cfg.sample.replay_once = True
-    with pytest.raises(ConfigError, match="replay_first"):
-        validate(cfg, require=())
 
 
 def test_a_negative_cite_bonus_is_refused():

@@ -18,8 +18,6 @@ image falls back (``fallback``) instead of training on a hallucinated part. ``ci
 (an extension) raises each candidate's score per concept of Z* it cites (rows record ``inside``).
 ``replay_first`` (an extension) adds round 1's explained answers to every later round's pairs:
 each round otherwise learns only from its own samples, which cite fewer concepts than round 1's.
-With ``fallback=synth`` an image that falls back trains on that same round-1 pair; ``replay_once``
-keeps one copy of it instead of two.
 """
 
 from __future__ import annotations
@@ -61,13 +59,7 @@ def run_sample(
     and ``replay_first``."""
     cfg = ctx.cfg.sample
     method = ctx.cfg.method
-    unhashed = {  # off: runs made before these settings existed keep their fingerprints
-        "outside_penalty": 0.0,
-        "max_outside": -1,
-        "cite_bonus": 0.0,
-        "replay_first": False,
-        "replay_once": False,
-    }
+    unhashed = {"outside_penalty": 0.0, "max_outside": -1, "cite_bonus": 0.0, "replay_first": False}  # off
     settings = hashed_settings(cfg, unhashed)
     fp = stage_fp(
         {**settings, "method": method, "seed": ctx.cfg.seed, "tau": ctx.cfg.select.tau, "round": rnd},
@@ -150,7 +142,6 @@ def run_sample(
     )
     accepted = accept(rows, method, cfg.fallback, cfg.avoid_repeats, first_round)
     extra = replayed(first_round) if cfg.replay_first else []
-    train = once(accepted, extra) if cfg.replay_once else accepted
     if not done:
         write_jsonl(stage.dir / "accepted.jsonl", [a.to_dict() for a in accepted])
         n_fb = sum(a.kind == "fallback" for a in accepted)
@@ -161,9 +152,8 @@ def run_sample(
             candidates=sum(len(r["candidates"]) for r in rows),
             label_rate=round(float(np.mean([x for r in rows for x in r["names_label"]] or [0])), 4),
             replayed=len(extra),
-            trained_once=len(accepted) - len(train),
         )
-    return train + extra, fp
+    return accepted + extra, fp
 
 
 def accept(
@@ -219,12 +209,6 @@ def accept(
 def replayed(first_round: Sequence[QA]) -> list[QA]:
     """Round 1's explained answers (``replay_first``), under ids of their own beside this round's."""
     return [replace(q, id=f"r1:{q.id}") for q in first_round if q.kind in EXPLAINED]
-
-
-def once(accepted: Sequence[QA], extra: Sequence[QA]) -> list[QA]:
-    """``accepted`` without the fallbacks that repeat a pair of ``extra`` (question and answer, same image)."""
-    seen = {(q.image, q.question, q.answer) for q in extra}
-    return [a for a in accepted if not (a.kind == "fallback" and (a.image, a.question, a.answer) in seen)]
 
 
 def _first_pairs(pairs: Sequence[QA]) -> dict[str, QA]:
