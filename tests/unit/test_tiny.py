@@ -429,8 +429,8 @@ def test_base_build_command_passes_the_experiment_settings(tmp_path, monkeypatch
 
     seen = {}
 
-    def fake_build(out, settings, *, force, threads):
-        seen.update(out=out, settings=settings)
+    def fake_build(out, settings, *, force, threads, progress):
+        seen.update(out=out, settings=settings, progress=progress)
         return {
             "fingerprint": settings.fingerprint(),
             "parameters": 2,
@@ -449,3 +449,5 @@ def test_base_build_command_passes_the_experiment_settings(tmp_path, monkeypatch
         "linear",
     )
     assert s.fingerprint() in capsys.readouterr().out
+    assert seen["progress"] is True
+    assert main([*argv, "--no-progress", "--force"]) == 0 and seen["progress"] is False

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 CACHE_FILE = "vectors.sqlite"
+# texts per forward pass: small enough that filling a length group's last batch wastes little
+FORWARD_ROWS = 32
 
 
 def default_encoder_path() -> str:
@@ -77,6 +79,7 @@ class TextEncoder:
                 f"embed.batch_size and embed.max_length must be >= 1, got {batch_size}, {max_length}"
             )
         self.batch_size = batch_size
+        self.rows = min(batch_size, FORWARD_ROWS)
         self.max_length = max_length
         self.device = device
         self.prefix = prefix
@@ -101,7 +104,7 @@ class TextEncoder:
         for f in sorted(root.rglob("*")):
             if f.is_file() and f.suffix in _WEIGHT_SUFFIXES:
                 h.update(f"{f.relative_to(root).as_posix()}:{f.stat().st_size};".encode())
-        h.update(f"max_length={self.max_length}".encode())
+        h.update(f"max_length={self.max_length};rows={self.rows}".encode())
         if self._uses_bf16():
             h.update(b"bf16")
         return f"{self.path}#{h.hexdigest()[:16]}"
@@ -173,9 +176,11 @@ class TextEncoder:
         return np.stack([self._mem[k] for k in keys]).astype(np.float32, copy=False)
 
     def _encode_misses(self, todo: dict[str, str], progress: bool) -> None:
-        # Each batch holds texts of one token count, so nothing is padded: padding changes the float
-        # sums, and a text's vector would then depend on which other texts missed the cache (a
-        # resumed run would select other concepts than an uninterrupted one).
+        # Each forward holds exactly ``rows`` texts of one token count: padding changes the float sums,
+        # and CPU kernels (oneDNN's AMX path, measured) pick their blocking by the matrix's row count,
+        # so either would make a text's vector depend on which other texts missed the cache (a resumed
+        # run would select other concepts than an uninterrupted one). A short last batch is filled
+        # with copies of its last text, whose vectors are dropped.
         self._load()
         items = list(todo.items())
         ids = self._tokenizer([t for _, t in items], truncation=True, max_length=self.max_length)["input_ids"]
@@ -183,13 +188,14 @@ class TextEncoder:
         for item, row in zip(items, ids, strict=True):
             groups.setdefault(len(row), []).append(item)
         batches = [
-            group[s : s + self.batch_size]
+            group[s : s + self.rows]
             for _, group in sorted(groups.items())
-            for s in range(0, len(group), self.batch_size)
+            for s in range(0, len(group), self.rows)
         ]
         log.debug("encoding %d uncached texts in %d batches", len(items), len(batches))
         for part in tqdm(batches, desc="embed", unit="batch", disable=not progress):
-            vecs = self._embed_batch([t for _, t in part])
+            texts = [t for _, t in part]
+            vecs = self._embed_batch(texts + [texts[-1]] * (self.rows - len(texts)))[: len(part)]
             rows = []
             for (k, _), v in zip(part, vecs, strict=True):
                 self._mem[k] = v.copy()
