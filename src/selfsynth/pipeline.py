@@ -211,9 +211,8 @@ def _loop(cfg: RunConfig, run_dir: Path, tracker: RunTracker, progress: bool) ->
         ctx.release_vlm()
         _save(run_dir, results)
     results["seconds"] = round(time.time() - t0, 1)  # this invocation
-    results["stage_seconds"] = round(
-        used_stage_seconds(run_dir), 1
-    )  # every stage's own run, resumes included
+    # every stage's own run, the ones an earlier invocation finished included
+    results["stage_seconds"] = round(used_stage_seconds(run_dir), 1)
     _save(run_dir, results)
     if is_main():
         from selfsynth.report import write_report
