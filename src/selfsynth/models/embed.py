@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 CACHE_FILE = "vectors.sqlite"
-# texts per forward pass: small enough that filling a length group's last batch wastes little
-FORWARD_ROWS = 32
+# texts are padded to a multiple of this many tokens, so one forward serves several lengths
+PAD_MULTIPLE = 16
 
 
 def default_encoder_path() -> str:
@@ -59,7 +59,7 @@ class TextEncoder:
         path: str = "",
         *,
         cache_dir: str | Path | None = None,
-        batch_size: int = 256,
+        batch_size: int = 32,
         max_length: int = 128,
         device: str = "auto",
         prefix: str = "",
@@ -79,7 +79,7 @@ class TextEncoder:
                 f"embed.batch_size and embed.max_length must be >= 1, got {batch_size}, {max_length}"
             )
         self.batch_size = batch_size
-        self.rows = min(batch_size, FORWARD_ROWS)
+        self.rows = batch_size
         self.max_length = max_length
         self.device = device
         self.prefix = prefix
@@ -104,7 +104,7 @@ class TextEncoder:
         for f in sorted(root.rglob("*")):
             if f.is_file() and f.suffix in _WEIGHT_SUFFIXES:
                 h.update(f"{f.relative_to(root).as_posix()}:{f.stat().st_size};".encode())
-        h.update(f"max_length={self.max_length};rows={self.rows}".encode())
+        h.update(f"max_length={self.max_length};rows={self.rows};pad={PAD_MULTIPLE}".encode())
         if self._uses_bf16():
             h.update(b"bf16")
         return f"{self.path}#{h.hexdigest()[:16]}"
@@ -138,16 +138,29 @@ class TextEncoder:
         device = resolve_device(self.device)
         log.info("loading text encoder %s on %s", self.path, device)
         self._tokenizer = AutoTokenizer.from_pretrained(self.path)
+        # absolute position embeddings: left padding would shift every real token's position
+        self._tokenizer.padding_side = "right"
         self._model = AutoModel.from_pretrained(self.path).to(device).eval()
         self._torch_device = device
 
-    def _embed_batch(self, texts: list[str]) -> np.ndarray:
-        """One forward pass: mean over real tokens (the attention mask), then unit length."""
+    def _padded_length(self, tokens: int) -> int:
+        """The length a text of ``tokens`` tokens is padded to: a function of that count alone."""
+        return min(-(-tokens // PAD_MULTIPLE) * PAD_MULTIPLE, self.max_length)
+
+    def _embed_batch(self, texts: list[str], length: int | None = None) -> np.ndarray:
+        """One forward pass: mean over real tokens (the attention mask), then unit length.
+
+        ``length`` pads every text to that many tokens (none may be longer); None pads to the longest.
+        """
         import torch
 
         self._load()
         enc = self._tokenizer(
-            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            texts,
+            padding="max_length" if length else True,
+            truncation=True,
+            max_length=length or self.max_length,
+            return_tensors="pt",
         )
         enc = {k: v.to(self._torch_device) for k, v in enc.items()}
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._uses_bf16()):
@@ -176,26 +189,27 @@ class TextEncoder:
         return np.stack([self._mem[k] for k in keys]).astype(np.float32, copy=False)
 
     def _encode_misses(self, todo: dict[str, str], progress: bool) -> None:
-        # Each forward holds exactly ``rows`` texts of one token count: padding changes the float sums,
-        # and CPU kernels (oneDNN's AMX path, measured) pick their blocking by the matrix's row count,
-        # so either would make a text's vector depend on which other texts missed the cache (a resumed
-        # run would select other concepts than an uninterrupted one). A short last batch is filled
-        # with copies of its last text, whose vectors are dropped.
+        # A text's vector must not depend on which other texts missed the cache, or a resumed run
+        # would select other concepts than an uninterrupted one. So every forward holds exactly
+        # ``rows`` texts padded to one length that each text's own token count decides: CPU kernels
+        # (oneDNN's AMX path, measured) pick their blocking by the matrix's shape, and the sums
+        # over a padded sequence depend on its length. A short last batch is filled with copies of
+        # its last text, whose vectors are dropped.
         self._load()
         items = list(todo.items())
         ids = self._tokenizer([t for _, t in items], truncation=True, max_length=self.max_length)["input_ids"]
         groups: dict[int, list[tuple[str, str]]] = {}
         for item, row in zip(items, ids, strict=True):
-            groups.setdefault(len(row), []).append(item)
+            groups.setdefault(self._padded_length(len(row)), []).append(item)
         batches = [
-            group[s : s + self.rows]
-            for _, group in sorted(groups.items())
+            (length, group[s : s + self.rows])
+            for length, group in sorted(groups.items())
             for s in range(0, len(group), self.rows)
         ]
         log.debug("encoding %d uncached texts in %d batches", len(items), len(batches))
-        for part in tqdm(batches, desc="embed", unit="batch", disable=not progress):
+        for length, part in tqdm(batches, desc="embed", unit="batch", disable=not progress):
             texts = [t for _, t in part]
-            vecs = self._embed_batch(texts + [texts[-1]] * (self.rows - len(texts)))[: len(part)]
+            vecs = self._embed_batch(texts + [texts[-1]] * (self.rows - len(texts)), length)[: len(part)]
             rows = []
             for (k, _), v in zip(part, vecs, strict=True):
                 self._mem[k] = v.copy()
