@@ -52,6 +52,11 @@ def test_the_choice_is_cached_per_machine_and_workload(monkeypatch, tmp_path):
     finally:
         torch.set_num_threads(old)
     assert calls == ["train", "encode", "train"]
+    # so is a cap on oneDNN's kernels (AVX512_CORE_BF16 turns AMX off)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx512_core_bf16")
+    assert "onednn<=AVX512_CORE_BF16" in precision_probe.machine_key()
+    assert devices.cpu_bf16("auto", "train") is True
+    assert calls == ["train", "encode", "train", "train"]
 
 
 def test_a_corrupt_cache_is_measured_again(monkeypatch, tmp_path):

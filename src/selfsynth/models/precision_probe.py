@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -38,9 +39,12 @@ def _cpu_name() -> str:
 
 
 def machine_key() -> str:
-    """What the measurement depends on: CPU model, torch's kernel level, threads, torch version."""
+    """What the measurement depends on: CPU model, torch's and oneDNN's kernel level, threads, torch version."""
     cap = torch.backends.cpu.get_cpu_capability()
-    return f"{_cpu_name()} | {cap} | threads={torch.get_num_threads()} | torch {torch.__version__}"
+    # ONEDNN_MAX_CPU_ISA caps oneDNN's kernels (AVX512_CORE_BF16 turns AMX off), which changes the answer
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    key = f"{_cpu_name()} | {cap} | threads={torch.get_num_threads()} | torch {torch.__version__}"
+    return f"{key} | onednn<={isa}" if isa else key
 
 
 def _train_step() -> Callable[[], None]:
