@@ -208,6 +208,11 @@ def _loop(cfg: RunConfig, run_dir: Path, tracker: RunTracker, progress: bool) ->
         metrics = sharded(run_evaluate, ctx, "rl", rl_model, bank, rl_fp, concepts_fp, chunk_fp)
         tracker.evaluated("rl", rounds_for(cfg) + 1, metrics)
         results["rl"] = {**metrics, "training": rl_info}
+        results["final_model"] = rl_model  # the round users enabled is the model they get
+        if is_main():
+            from selfsynth.report.model_card import write_model_card
+
+            write_model_card(rl_model, results, rounds_for(cfg), rl=True)
         ctx.release_vlm()
         _save(run_dir, results)
     results["seconds"] = round(time.time() - t0, 1)  # this invocation

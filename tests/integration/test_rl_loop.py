@@ -50,7 +50,10 @@ def test_rl_round_runs_resumes_and_restarts(micro_overrides, tmp_path, capsys):
     assert rl["name"] == "rl" and rl["model"] == str(run_dir / "rl" / "merged")
     assert {"acc_substring", "acc_strict", "n"} <= rl.keys()
     assert rl["training"]["steps"] == 2 and rl["training"]["images"] == 4 and rl["n"] == 4
-    assert res["final_model"] == str(run_dir / "round_1" / "finetune" / "merged")  # the rounds' model
+    assert res["final_model"] == rl["model"]  # the round the user enabled is the model they get
+    card = (run_dir / "rl" / "merged" / "README.md").read_text(encoding="utf-8")
+    assert "round 1 of 1 and an RL round" in card and "| RL round (this model) |" in card
+    assert "GRPO" in card and "| Round 1 (this model) |" not in card
     for stage in ("rl", "rl/evaluate"):
         assert (run_dir / stage / "_manifest.json").is_file(), stage
     assert (run_dir / "rl" / "merged" / "config.json").is_file()

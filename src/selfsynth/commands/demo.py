@@ -79,9 +79,10 @@ def _demo(args: argparse.Namespace, out: Path) -> int:
         if final.exists():
             shutil.rmtree(final)
         shutil.copytree(results["final_model"], final)
+        rl = bool(results.get("rl")) and results["rl"].get("model") == results["final_model"]
         results["final_model"] = str(final)
         if results.get("rounds"):  # the round's card, its code pointing at this folder
-            write_model_card(final, results, results["rounds"][-1]["round"])
+            write_model_card(final, results, results["rounds"][-1]["round"], rl=rl)
     write_json(out / "results.json", results)
     print(summary(results))
     print(f"results:     {out / 'results.json'}")

@@ -118,14 +118,16 @@ def _dataset_name(data: dict[str, Any]) -> str:
     return Path(root).name or str(data.get("format", "unknown"))
 
 
-def _metrics_table(results: dict[str, Any], rnd: int) -> list[str]:
+def _metrics_table(results: dict[str, Any], rnd: int, rl: bool = False) -> list[str]:
     from selfsynth.report.tables import COLUMNS, DASH
 
     rows: list[tuple[str, dict[str, Any] | None]] = [("Base model", results.get("base"))]
     evaluated = {r.get("round"): r for r in results.get("rounds", []) if r.get("round", 0) <= rnd}
     for r in range(1, rnd + 1):
-        label = f"Round {r}" + (" (this model)" if r == rnd else "")
+        label = f"Round {r}" + (" (this model)" if r == rnd and not rl else "")
         rows.append((label, evaluated.get(r)))
+    if rl:
+        rows.append(("RL round (this model)", results.get("rl")))
     cols = [c for c in COLUMNS if any(m and m.get(c[1]) is not None for _, m in rows)]
     lines = ["| model | " + " | ".join(h for h, _, _ in cols) + " |", "|---|" + "---|" * len(cols)]
     for label, m in rows:
@@ -192,8 +194,20 @@ def _usage(folder: str, question: str, embedded: bool) -> list[str]:
     return lines
 
 
-def render_card(results: dict[str, Any], rnd: int, folder: str, base: dict[str, Any]) -> str:
-    """The card of round ``rnd``'s model; ``results`` is the run's ``results.json`` content so far."""
+def _rl_lines(cfg: dict[str, Any]) -> list[str]:
+    rl = cfg.get("rl") or {}
+    return [
+        "After the last round, one GRPO round trained this model on its own sampled answers "
+        f"({rl.get('group')} per image, {rl.get('steps')} steps, lr {rl.get('lr')}, KL {rl.get('kl')}), "
+        f"rewarded for naming the right class, +{rl.get('cite_bonus')} per cited concept of the image's "
+        f"Z* (up to {rl.get('cite_cap')}) and -{rl.get('outside_penalty')} per cited concept outside it.",
+    ]
+
+
+def render_card(
+    results: dict[str, Any], rnd: int, folder: str, base: dict[str, Any], rl: bool = False
+) -> str:
+    """The card of round ``rnd``'s model (``rl``: of the RL round after it); ``results`` as so far."""
     cfg = results.get("config") or {}
     total = 1 if results.get("method") in ("nl", "lge") else int(cfg.get("rounds") or rnd)
     meta: dict[str, Any] = {}
@@ -205,7 +219,7 @@ def render_card(results: dict[str, Any], rnd: int, folder: str, base: dict[str, 
     if base["license"] == "other":
         meta.update({k: base[k] for k in ("license_name", "license_link") if base[k]})
     meta.update(pipeline_tag="image-text-to-text", tags=TAGS)
-    measured = [r for r in [results.get("base"), *results.get("rounds", [])] if r]
+    measured = [r for r in [results.get("base"), *results.get("rounds", []), rl and results.get("rl")] if r]
     question = next(
         (m["question"] for m in reversed(measured) if m.get("question")), "What is this? Explain why."
     )
@@ -222,7 +236,7 @@ def render_card(results: dict[str, Any], rnd: int, folder: str, base: dict[str, 
         "---",
         yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(),
         "---",
-        f"# {results.get('name', 'run')}: round {rnd} of {total}",
+        f"# {results.get('name', 'run')}: round {rnd} of {total}" + (" and an RL round" if rl else ""),
         "",
         f"{base_name} fine-tuned to name fine-grained classes and explain each answer with the visual "
         f"evidence in the image, by self-synthesized data ({PAPER}), as implemented by selfsynth. "
@@ -232,7 +246,8 @@ def render_card(results: dict[str, Any], rnd: int, folder: str, base: dict[str, 
         "",
         METHODS.get(str(results.get("method")), f"Method `{results.get('method')}`."),
         f"Each round trains a new LoRA on the previous round's merged model and merges it; this model "
-        f"is round {rnd} of {total}.",
+        f"is round {rnd} of {total}" + (", then an RL round." if rl else "."),
+        *(_rl_lines(cfg) if rl else []),
         "",
         "## Results",
         "",
@@ -242,7 +257,7 @@ def render_card(results: dict[str, Any], rnd: int, folder: str, base: dict[str, 
         "answer; strict: the first class named is right; EE / CS: explanation existence and cognition "
         "score; Ground. P/R and Halluc.: cited concepts really in the image (where the data knows).",
         "",
-        *_metrics_table(results, rnd),
+        *_metrics_table(results, rnd, rl),
         "",
         "## Recipe",
         "",
@@ -262,11 +277,14 @@ def render_card(results: dict[str, Any], rnd: int, folder: str, base: dict[str, 
     return "\n".join(lines)
 
 
-def write_model_card(model_dir: str | Path, results: dict[str, Any], rnd: int) -> Path:
-    """Write (or refresh) ``model_dir/README.md``; an unchanged card is not rewritten."""
+def write_model_card(model_dir: str | Path, results: dict[str, Any], rnd: int, rl: bool = False) -> Path:
+    """Write (or refresh) ``model_dir/README.md``; an unchanged card is not rewritten.
+
+    ``rl``: the folder holds the model of the RL round after round ``rnd`` (``results["rl"]``).
+    """
     folder = Path(model_dir)
     base = base_facts((results.get("config") or {}).get("model", {}).get("path", ""))
-    text = render_card(results, rnd, folder.name, base)
+    text = render_card(results, rnd, folder.name, base, rl)
     path = folder / CARD
     if _read(path) != text:
         atomic_write_text(path, text)
