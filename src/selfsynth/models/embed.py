@@ -147,20 +147,13 @@ class TextEncoder:
         """The length a text of ``tokens`` tokens is padded to: a function of that count alone."""
         return min(-(-tokens // PAD_MULTIPLE) * PAD_MULTIPLE, self.max_length)
 
-    def _embed_batch(self, texts: list[str], length: int | None = None) -> np.ndarray:
-        """One forward pass: mean over real tokens (the attention mask), then unit length.
-
-        ``length`` pads every text to that many tokens (none may be longer); None pads to the longest.
-        """
+    def _embed_batch(self, texts: list[str], length: int) -> np.ndarray:
+        """One forward pass of texts padded to ``length`` tokens: mean over real tokens, then unit length."""
         import torch
 
         self._load()
         enc = self._tokenizer(
-            texts,
-            padding="max_length" if length else True,
-            truncation=True,
-            max_length=length or self.max_length,
-            return_tensors="pt",
+            texts, padding="max_length", truncation=True, max_length=length, return_tensors="pt"
         )
         enc = {k: v.to(self._torch_device) for k, v in enc.items()}
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._uses_bf16()):
