@@ -408,6 +408,7 @@ def test_killed_build_resumes_from_its_work_folder(tmp_path, monkeypatch):
     manifest = tiny.build_base_model(out, s, threads=1)
     assert tiny.is_built(out, s) and manifest["fingerprint"] == s.fingerprint()
     assert manifest["precision"] in ("bf16", "fp32") and manifest["cpu_capability"]
+    assert manifest["cpu_capability"] in manifest["machine"]
     assert not work.exists()
 
 

@@ -369,6 +369,8 @@ def _build(out: Path, work: Path, s: BaseSettings, *, progress: bool = True) -> 
     )
     timings["pretrain_s"] = round(result.seconds, 1)
 
+    from selfsynth.models.precision_probe import machine_key
+
     model.save_pretrained(out)
     processor.save_pretrained(out)
     n_params = sum(p.numel() for p in model.parameters())
@@ -383,6 +385,7 @@ def _build(out: Path, work: Path, s: BaseSettings, *, progress: bool = True) -> 
         "precision": "bf16" if bf16 else "fp32",
         "encode_precision": "bf16" if encode_bf16 else "fp32",
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "machine": machine_key(),  # CPU model, kernel levels (a oneDNN cap included), threads, torch
         "parameters": n_params,
         "trainable_parameters": n_train,
         "images": len(records),
