@@ -89,7 +89,7 @@ def test_unknown_base_license_and_id_are_not_guessed(tmp_path):
     write_model_card(merged, _results(str(base)), 1)
     meta, body = _card(merged)
     assert "base_model" not in meta and meta["license"] == "unknown"
-    assert "License: unknown" in body and "the local model `my-vlm`" in body
+    assert "License: unknown" in body and "The local model `my-vlm` fine-tuned" in body
 
 
 def test_base_facts_read_the_folder(tmp_path):

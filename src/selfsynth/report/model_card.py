@@ -225,7 +225,7 @@ def render_card(
     )
     split = results.get("evaluated_on", "test")
     n = next((m.get("n") for m in reversed(measured) if m.get("n")), None)
-    base_name = f"`{base['hub_id']}`" if base["hub_id"] else f"the local model `{base['folder']}`"
+    base_name = f"`{base['hub_id']}`" if base["hub_id"] else f"The local model `{base['folder']}`"
     license_line = (
         f"License: `{base['license']}`, as the base model's card states."
         if base["license"] != "unknown"
