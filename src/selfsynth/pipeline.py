@@ -209,10 +209,7 @@ def _loop(cfg: RunConfig, run_dir: Path, tracker: RunTracker, progress: bool) ->
         tracker.evaluated("rl", rounds_for(cfg) + 1, metrics)
         results["rl"] = {**metrics, "training": rl_info}
         results["final_model"] = rl_model  # the round users enabled is the model they get
-        if is_main():
-            from selfsynth.report.model_card import write_model_card
-
-            write_model_card(rl_model, results, rounds_for(cfg), rl=True)
+        _card(rl_model, results, rounds_for(cfg), rl=True)
         ctx.release_vlm()
         _save(run_dir, results)
     results["seconds"] = round(time.time() - t0, 1)  # this invocation
@@ -250,12 +247,12 @@ def _model_stamp(path: str) -> str:
     return fingerprint(files)
 
 
-def _card(model: str, results: dict[str, Any], rnd: int) -> None:
-    """Write round ``rnd``'s model card into its merged folder (the main rank's, like the merge)."""
+def _card(model: str, results: dict[str, Any], rnd: int, rl: bool = False) -> None:
+    """Write round ``rnd``'s model card (``rl``: the RL round's after it) into its merged folder, on the main rank."""
     if is_main():
         from selfsynth.report.model_card import write_model_card
 
-        write_model_card(model, results, rnd)
+        write_model_card(model, results, rnd, rl=rl)
 
 
 def _stage_grounding(

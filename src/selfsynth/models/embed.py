@@ -78,8 +78,7 @@ class TextEncoder:
             raise ConfigError(
                 f"embed.batch_size and embed.max_length must be >= 1, got {batch_size}, {max_length}"
             )
-        self.batch_size = batch_size
-        self.rows = batch_size
+        self.batch_size = batch_size  # texts in every forward pass (a short batch is filled)
         self.max_length = max_length
         self.device = device
         self.prefix = prefix
@@ -104,7 +103,7 @@ class TextEncoder:
         for f in sorted(root.rglob("*")):
             if f.is_file() and f.suffix in _WEIGHT_SUFFIXES:
                 h.update(f"{f.relative_to(root).as_posix()}:{f.stat().st_size};".encode())
-        h.update(f"max_length={self.max_length};rows={self.rows};pad={PAD_MULTIPLE}".encode())
+        h.update(f"max_length={self.max_length};rows={self.batch_size};pad={PAD_MULTIPLE}".encode())
         if self._uses_bf16():
             h.update(b"bf16")
         return f"{self.path}#{h.hexdigest()[:16]}"
@@ -184,10 +183,10 @@ class TextEncoder:
     def _encode_misses(self, todo: dict[str, str], progress: bool) -> None:
         # A text's vector must not depend on which other texts missed the cache, or a resumed run
         # would select other concepts than an uninterrupted one. So every forward holds exactly
-        # ``rows`` texts padded to one length that each text's own token count decides: CPU kernels
-        # (oneDNN's AMX path, measured) pick their blocking by the matrix's shape, and the sums
-        # over a padded sequence depend on its length. A short last batch is filled with copies of
-        # its last text, whose vectors are dropped.
+        # ``batch_size`` texts padded to one length that each text's own token count decides: CPU
+        # kernels (oneDNN's AMX path, measured) pick their blocking by the matrix's shape, and the
+        # sums over a padded sequence depend on its length. A short last batch is filled with
+        # copies of its last text, whose vectors are dropped.
         self._load()
         items = list(todo.items())
         ids = self._tokenizer([t for _, t in items], truncation=True, max_length=self.max_length)["input_ids"]
@@ -195,14 +194,15 @@ class TextEncoder:
         for item, row in zip(items, ids, strict=True):
             groups.setdefault(self._padded_length(len(row)), []).append(item)
         batches = [
-            (length, group[s : s + self.rows])
+            (length, group[s : s + self.batch_size])
             for length, group in sorted(groups.items())
-            for s in range(0, len(group), self.rows)
+            for s in range(0, len(group), self.batch_size)
         ]
         log.debug("encoding %d uncached texts in %d batches", len(items), len(batches))
         for length, part in tqdm(batches, desc="embed", unit="batch", disable=not progress):
             texts = [t for _, t in part]
-            vecs = self._embed_batch(texts + [texts[-1]] * (self.rows - len(texts)), length)[: len(part)]
+            fill = [texts[-1]] * (self.batch_size - len(texts))
+            vecs = self._embed_batch(texts + fill, length)[: len(part)]
             rows = []
             for (k, _), v in zip(part, vecs, strict=True):
                 self._mem[k] = v.copy()
